@@ -1,0 +1,109 @@
+"""frostline: decide, apply and prove which parameters of a pretrained model train.
+
+Example:
+    >>> import torch, frostline as fl
+    >>> net = torch.nn.Sequential(*[torch.nn.Linear(4, 4) for _ in range(3)])
+    >>> plan = fl.Plan().freeze("**").unfreeze("group:-1:").freeze("name:bias")
+    >>> _ = plan.apply(net)
+    >>> [n for n, p in net.named_parameters() if p.requires_grad]
+    ['2.weight']
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from ._api import apply, combine, explain, groups, lock, mask, partition, summary, view
+from ._errors import (
+    BackendError,
+    CheckpointError,
+    FrostlineError,
+    GroupError,
+    GuardError,
+    PlanError,
+    SelectorError,
+    SelectorSyntaxError,
+    TiedWeightError,
+)
+from ._report import Explanation, Summary
+from .core.backend import register_backend
+from .core.groups import Group, Groups
+from .core.leaves import Leaf, Owner, TreeView
+from .core.mask import Mask
+from .core.parser import parse
+from .core.plan import Plan, Rule
+from .core.selectors import (
+    Selector,
+    class_name,
+    everything,
+    group,
+    kind,
+    module_type,
+    name,
+    path,
+    regex,
+    where,
+)
+
+__version__ = "0.1.0"
+
+# Names that need a framework: imported on first use, so `import frostline` works with torch
+# alone, JAX alone, or both.
+_LAZY = {
+    "trainable_parameters": "frostline.torch",
+    "trainable_named_parameters": "frostline.torch",
+    "register_group_rule": "frostline.torch",
+}
+
+
+def __getattr__(attr: str) -> Any:
+    module = _LAZY.get(attr)
+    if module is None:
+        raise AttributeError(f"module 'frostline' has no attribute {attr!r}")
+    return getattr(importlib.import_module(module), attr)
+
+
+__all__ = [
+    "BackendError",
+    "CheckpointError",
+    "Explanation",
+    "FrostlineError",
+    "Group",
+    "GroupError",
+    "Groups",
+    "GuardError",
+    "Leaf",
+    "Mask",
+    "Owner",
+    "Plan",
+    "PlanError",
+    "Rule",
+    "Selector",
+    "SelectorError",
+    "SelectorSyntaxError",
+    "Summary",
+    "TiedWeightError",
+    "TreeView",
+    "apply",
+    "class_name",
+    "combine",
+    "everything",
+    "explain",
+    "group",
+    "groups",
+    "kind",
+    "lock",
+    "mask",
+    "module_type",
+    "name",
+    "parse",
+    "partition",
+    "path",
+    "regex",
+    "register_backend",
+    "summary",
+    "view",
+    "where",
+    *_LAZY,
+]

@@ -1,0 +1,153 @@
+"""Model-level functions that work on any supported framework (the backend is picked per model)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._report import Explanation, Summary
+from .core.backend import backend_for
+from .core.groups import Groups
+from .core.leaves import TreeView
+from .core.mask import Mask
+from .core.plan import Plan
+
+
+def view(model: Any) -> TreeView:
+    """The framework-neutral tree view of ``model``: its ordered parameters and buffers.
+
+    Example:
+        >>> import torch, frostline as fl
+        >>> [leaf.name for leaf in fl.view(torch.nn.Linear(2, 2))]
+        ['weight', 'bias']
+    """
+    return backend_for(model).view(model)
+
+
+def groups(model: Any, *, coarse: bool = False, spec: Any = None, names: Any = None,
+           example_input: Any = None, auto: bool = False) -> Groups:
+    """The ordered layer groups of ``model``, from the input (0) to the head (n-1).
+
+    Args:
+        model: a PyTorch module or a JAX model (Equinox, Flax NNX, pytree).
+        coarse: coarser groups where the model's own grouping offers them (timm).
+        spec: explicit groups: a list of selectors, one per group, input first.
+        names: names for the explicit groups.
+        example_input: an input to trace (on the meta device) so groups follow execution order.
+        auto: ignore the model's own grouping and detect stem / blocks / head automatically.
+
+    Returns:
+        :class:`~frostline.core.groups.Groups`; ``.source`` and ``.notes`` say how they were found.
+
+    Example:
+        >>> import torch, frostline as fl
+        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8),
+        ...     *[torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU()) for _ in range(3)],
+        ...     torch.nn.Linear(8, 2))
+        >>> fl.groups(net).names
+        ['stem', '1', '2', '3', 'head']
+    """
+    backend = backend_for(model)
+    return backend.groups(model, backend.view(model), coarse=coarse, spec=spec, names=names,
+                          example_input=example_input, auto=auto)
+
+
+def apply(model: Any, plan: Plan, **group_options: Any) -> Any:
+    """Apply ``plan`` to ``model`` (PyTorch: in place, and the model is returned)."""
+    return plan.apply(model, **group_options)
+
+
+def lock(model: Any, unlocked_groups: int = 0, freeze_bn_stats: bool = False,
+         **group_options: Any) -> Plan:
+    """Freeze every layer group but the last ``unlocked_groups``, as OpenCLIP's ``lock`` does.
+
+    PyTorch models are changed in place (``requires_grad``; with ``freeze_bn_stats`` the
+    BatchNorms of the frozen groups also keep their running statistics, even after
+    ``model.train()``). Calling it again with another ``unlocked_groups`` re-locks cleanly.
+    JAX models are immutable: use the returned plan's ``mask`` or ``fl.partition``.
+
+    Args:
+        model: the model.
+        unlocked_groups: how many groups, counted from the head, stay trainable (0: all frozen).
+        freeze_bn_stats: also fix BatchNorm statistics in the frozen groups.
+        **group_options: passed to :func:`groups` (``coarse``, ``spec``, ``example_input`` ...).
+
+    Returns:
+        The :class:`Plan` that was applied.
+
+    Raises:
+        GroupError: ``unlocked_groups`` exceeds the number of groups (the message says how many).
+
+    Example:
+        >>> import torch, frostline as fl
+        >>> net = torch.nn.Sequential(*[torch.nn.Linear(4, 4) for _ in range(4)])
+        >>> _ = fl.lock(net, unlocked_groups=1)
+        >>> [p.requires_grad for p in net.parameters()]
+        [False, False, False, False, False, False, True, True]
+    """
+    plan = Plan.lock(unlocked_groups, freeze_bn_stats)
+    plan.apply(model, **group_options)
+    return plan
+
+
+def mask(model: Any, plan: Plan, **group_options: Any) -> Mask:
+    """Evaluate ``plan`` on ``model`` without changing it: the framework-neutral mask."""
+    return plan.mask_on(model, **group_options)
+
+
+def explain(model: Any, plan: Plan, **options: Any) -> Explanation:
+    """Which rule of ``plan`` decides each parameter of ``model``."""
+    return plan.explain(model, **options)
+
+
+def summary(model: Any, plan: Plan | None = None, **group_options: Any) -> Summary:
+    """Per-group parameter counts and what trains now (or under ``plan``, when given).
+
+    ``str()`` of the result is a table and a line such as ``trainable 1,234 / 5,678 (21.7%)``.
+
+    Example:
+        >>> import torch, frostline as fl
+        >>> net = torch.nn.Sequential(*[torch.nn.Linear(4, 4) for _ in range(4)])
+        >>> _ = fl.lock(net, unlocked_groups=1)
+        >>> fl.summary(net).total_line
+        'trainable 20 / 80 (25.0%)'
+    """
+    backend = backend_for(model)
+    tree = backend.view(model)
+    found = backend.groups(model, tree, **group_options)
+    if plan is not None:
+        evaluated = plan.evaluate(tree, found)
+        trainable = evaluated.as_dict()
+        frozen_stats = set(evaluated.frozen_stats)
+    else:
+        trainable = {leaf.name: bool(leaf.trainable) for leaf in tree}
+        stats = getattr(backend, "frozen_stats", None)
+        frozen_stats = stats(model) if stats else set()
+    return Summary.build(tree, found, trainable, frozen_stats)
+
+
+def partition(model: Any, plan: Plan | Mask | None = None, **group_options: Any) -> tuple[Any, Any]:
+    """Split ``model`` into (trainable, frozen) parts by ``plan`` (default: current state).
+
+    JAX: two pytrees of the model's structure with ``None`` holes, as ``eqx.partition`` gives.
+    PyTorch: two ``{name: tensor}`` dicts for ``fl.functional_call`` / ``torch.func``.
+    """
+    backend = backend_for(model)
+    if not hasattr(backend, "partition"):
+        from ._errors import BackendError
+
+        raise BackendError(f"the {backend.name} backend has no partition.")
+    return backend.partition(model, plan, **group_options)
+
+
+def combine(trainable: Any, frozen: Any) -> Any:
+    """Put the two halves made by :func:`partition` back together."""
+    backend = backend_for(trainable if not isinstance(trainable, dict) else _first_value(
+        trainable, frozen))
+    return backend.combine(trainable, frozen)
+
+
+def _first_value(*dicts: dict[str, Any]) -> Any:
+    for d in dicts:
+        for value in d.values():
+            return value
+    return {}

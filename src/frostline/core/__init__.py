@@ -1,0 +1,1 @@
+"""Framework-neutral core: leaves, selectors, groups, plans and masks. Imports no framework."""

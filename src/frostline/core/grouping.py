@@ -1,0 +1,256 @@
+"""Building layer groups from a tree view: explicit selector lists and automatic detection.
+
+Automatic detection finds the trunk (the longest run of same-type blocks, by parameters held),
+puts every leaf that runs before it in a ``stem`` group, each block in its own group, and every
+leaf after it in a ``head`` group. It needs only module paths and classes, so every backend
+shares it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from .._errors import GroupError
+from .groups import Group, Groups, minimal_modules
+from .leaves import PARAM, Leaf, TreeView
+from .selectors import MatchContext, Selector, as_selector, explain_empty
+
+
+def build_groups(view: TreeView, members: Sequence[Sequence[str]], names: Sequence[str] | None,
+                 source: str, notes: Sequence[str] = (), unmatched: Sequence[str] = ()) -> Groups:
+    """Assemble :class:`Groups` from lists of leaf names, adding aliases and module paths.
+
+    Aliases of a shared tensor join the group of its canonical name, so tied weights never
+    straddle two groups. Without ``names``, a group holding one module is named after it, else
+    "stem" (first), "head" (last) or "group<i>".
+    """
+    if names is None:
+        names = [None] * len(members)
+    canonical = view.canonical
+    by_canonical: dict[str, list[str]] = {}
+    for leaf in view:
+        by_canonical.setdefault(canonical[leaf.name], []).append(leaf.name)
+    owner_paths = {leaf.name: leaf.module_path for leaf in view}
+    module_leaves: dict[str, set[str]] = {}
+    for leaf in view:
+        for owner in leaf.owners:
+            module_leaves.setdefault(owner.path, set()).add(leaf.name)
+    out = []
+    for index, (leaf_names, group_name) in enumerate(zip(members, names)):
+        full: dict[str, None] = {}
+        for leaf_name in leaf_names:
+            for alias in by_canonical.get(canonical.get(leaf_name, leaf_name), [leaf_name]):
+                full.setdefault(alias, None)
+        ordered = tuple(sorted(full, key=lambda n: view[n].index if n in view else 0))
+        modules = minimal_modules(ordered, owner_paths, module_leaves)
+        out.append(Group(
+            name=group_name or _derived_name(modules, index, len(members)),
+            index=index,
+            leaf_names=ordered,
+            modules=modules,
+            parameter_names=tuple(n for n in ordered if n in view and view[n].kind == PARAM),
+        ))
+    return Groups(tuple(out), source=source, notes=tuple(notes), unmatched=tuple(unmatched))
+
+
+def _derived_name(modules: Sequence[str], index: int, count: int) -> str:
+    if len(modules) == 1:
+        return modules[0]
+    if index == 0:
+        return "stem"
+    if index == count - 1:
+        return "head"
+    return f"group{index}"
+
+
+def attach_buffers(view: TreeView, param_groups: Sequence[Sequence[str]]) -> list[list[str]]:
+    """Put each buffer in the group of the nearest parameter of its module (or before it).
+
+    Groupings such as timm's ``group_matcher`` cover parameters only; a BatchNorm's running
+    statistics belong with its affine parameters.
+    """
+    group_of = {name: g for g, names in enumerate(param_groups) for name in names}
+    members = [list(names) for names in param_groups]
+    module_group: dict[str, int] = {}
+    for leaf in view:
+        if leaf.name in group_of:
+            module_group.setdefault(leaf.module_path, group_of[leaf.name])
+    last = 0
+    for leaf in view:
+        if leaf.name in group_of:
+            last = group_of[leaf.name]
+        elif leaf.kind != PARAM and members:
+            target = _module_group(leaf, module_group, last)
+            members[target].append(leaf.name)
+    return members
+
+
+def _module_group(leaf: Leaf, module_group: Mapping[str, int], fallback: int) -> int:
+    for owner in reversed(leaf.owners):
+        if owner.path in module_group:
+            return module_group[owner.path]
+    return fallback
+
+
+def groups_from_selectors(view: TreeView, selectors: Sequence[Selector | str],
+                          names: Sequence[str] | None = None) -> Groups:
+    """Explicit groups: the i-th selector defines group i; a leaf joins the first that matches.
+
+    Example:
+        >>> class M: pass
+        >>> from .leaves import Leaf, Owner
+        >>> v = TreeView(tuple(Leaf(n, (n,), (Owner("", M),), (1,), "float32", index=i)
+        ...                    for i, n in enumerate(["a", "b", "c"])))
+        >>> groups_from_selectors(v, ["a|b", "c"]).names
+        ['a|b', 'c']
+    """
+    parsed = [as_selector(s) for s in selectors]
+    if not parsed:
+        raise GroupError("an explicit grouping needs at least one selector.")
+    if names is not None and len(names) != len(parsed):
+        raise GroupError(f"got {len(names)} group names for {len(parsed)} selectors.")
+    ctx = MatchContext(view)
+    members: list[list[str]] = [[] for _ in parsed]
+    unmatched = []
+    hits = [sel.select(ctx) for sel in parsed]
+    for g, sel_hits in enumerate(hits):
+        if not any(sel_hits):
+            raise GroupError(
+                f"group {g} ({parsed[g]}) matches nothing: {explain_empty(parsed[g], ctx)}."
+            )
+    for i, leaf in enumerate(view):
+        for g in range(len(parsed)):
+            if hits[g][i]:
+                members[g].append(leaf.name)
+                break
+        else:
+            unmatched.append(leaf.name)
+    group_names = list(names) if names is not None else [str(s) for s in parsed]
+    note = f"explicit: {len(parsed)} selectors" + (
+        f"; {len(unmatched)} leaves matched none and are in no group" if unmatched else "")
+    return build_groups(view, members, group_names, "explicit", [note], unmatched)
+
+
+@dataclass(frozen=True)
+class _Run:
+    parent: str
+    children: tuple[str, ...]
+    cls_name: str
+    numel: int
+
+
+def auto_groups(view: TreeView, order: Mapping[str, int] | None = None,
+                module_classes: Mapping[str, type] | None = None) -> Groups:
+    """Automatic groups: stem, one group per block of the trunk, head.
+
+    Args:
+        view: the model's tree view.
+        order: optional execution rank per module path (from tracing an example input); leaves
+            are then ordered by when their module first ran instead of by definition.
+        module_classes: class of every module path (defaults to the classes seen in owners).
+    """
+    classes = dict(module_classes or {})
+    for leaf in view:
+        for owner in leaf.owners:
+            classes.setdefault(owner.path, owner.cls)
+    leaves = _ordered_leaves(view, order)
+    numel = _subtree_numel(leaves)
+    run = _best_run(leaves, classes, numel)
+    if run is None:
+        every = [leaf.name for leaf in leaves]
+        return build_groups(view, [every], ["all"], "auto",
+                            ["auto: no repeated blocks found; the whole model is one group"])
+    block_members: dict[str, list[str]] = {child: [] for child in run.children}
+    stem, head = [], []
+    first_block_seen = False
+    depth = len(run.parent.split(".")) + 1 if run.parent else 1
+    blocks = set(run.children)
+    for leaf in leaves:
+        key = ".".join(leaf.path[:depth])
+        block = key if key in blocks and len(leaf.path) > depth else None
+        if block is not None:
+            block_members[block].append(leaf.name)
+            first_block_seen = True
+        elif first_block_seen:
+            head.append(leaf.name)
+        else:
+            stem.append(leaf.name)
+    members, names = [], []
+    if stem:
+        members.append(stem)
+        names.append("stem")
+    for child in run.children:
+        members.append(block_members[child])
+        names.append(child)
+    if head:
+        members.append(head)
+        names.append("head")
+    where = run.parent or "the root"
+    notes = [
+        f"auto: trunk is {len(run.children)} x {run.cls_name} under {where}",
+        f"auto: stem holds {len(stem)} leaves before the trunk, head {len(head)} after it",
+        "auto: order from " + ("tracing the example input" if order else "definition order"),
+    ]
+    return build_groups(view, members, names, "auto", notes)
+
+
+def _ordered_leaves(view: TreeView, order: Mapping[str, int] | None) -> list[Leaf]:
+    leaves = list(view)
+    if not order:
+        return leaves
+    big = len(order) + 1
+
+    def rank(leaf: Leaf) -> tuple[int, int]:
+        for owner in reversed(leaf.owners):
+            if owner.path in order:
+                return (order[owner.path], leaf.index)
+        return (big, leaf.index)
+
+    return sorted(leaves, key=rank)
+
+
+def _subtree_numel(leaves: Sequence[Leaf]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for leaf in leaves:
+        if leaf.kind != PARAM:
+            continue
+        parts = leaf.path
+        for cut in range(len(parts)):
+            prefix = ".".join(parts[:cut])
+            out[prefix] = out.get(prefix, 0) + leaf.numel
+    return out
+
+
+def _children(leaves: Sequence[Leaf]) -> dict[str, list[str]]:
+    """Child module paths of every module path, in leaf order (params only)."""
+    out: dict[str, dict[str, None]] = {}
+    for leaf in leaves:
+        if leaf.kind != PARAM:
+            continue
+        parts = leaf.path
+        for cut in range(len(parts) - 1):
+            parent = ".".join(parts[:cut])
+            child = ".".join(parts[: cut + 1])
+            out.setdefault(parent, {}).setdefault(child, None)
+    return {k: list(v) for k, v in out.items()}
+
+
+def _best_run(leaves: Sequence[Leaf], classes: Mapping[str, type],
+              numel: Mapping[str, int]) -> _Run | None:
+    best: _Run | None = None
+    for parent, children in _children(leaves).items():
+        run: list[str] = []
+        for child in [*children, None]:
+            cls = classes.get(child) if child is not None else None
+            if run and child is not None and cls is not None and cls is classes.get(run[0]):
+                run.append(child)
+                continue
+            if len(run) >= 2:
+                candidate = _Run(parent, tuple(run), classes[run[0]].__name__,
+                                 sum(numel.get(c, 0) for c in run))
+                if best is None or (candidate.numel, len(candidate.children)) > (
+                        best.numel, len(best.children)):
+                    best = candidate
+            run = [child] if child is not None and cls is not None else []
+    return best

@@ -1,0 +1,59 @@
+"""Fixing BatchNorm running statistics so they stay fixed after ``model.train()``.
+
+The module is kept (timm's ``BatchNormAct2d`` keeps its fused activation, state dicts keep their
+keys); it is put in eval mode, its ``train`` is overridden to keep it there, and a forward
+pre-hook re-asserts eval mode in case the override was lost (e.g. by pickling).
+"""
+
+from __future__ import annotations
+
+import types
+
+from torch import nn
+
+_MARK = "_frostline_frozen_stats"
+
+
+def is_batchnorm_module(module: nn.Module) -> bool:
+    """True for ``torch.nn`` BatchNorm 1d/2d/3d, SyncBatchNorm and their subclasses."""
+    return isinstance(module, nn.modules.batchnorm._BatchNorm)
+
+
+def stats_frozen(module: nn.Module) -> bool:
+    """True when frostline has fixed this module's running statistics."""
+    return getattr(module, _MARK, None) is not None
+
+
+def freeze_stats(module: nn.Module) -> None:
+    """Put ``module`` (and its children) in eval mode for good: its statistics stop updating."""
+    if stats_frozen(module):
+        return
+    handle = module.register_forward_pre_hook(_stay_in_eval)
+    object.__setattr__(module, _MARK, handle)
+    object.__setattr__(module, "train", types.MethodType(_train_in_eval, module))
+    module.eval()
+
+
+def unfreeze_stats(module: nn.Module, training: bool) -> None:
+    """Undo :func:`freeze_stats`; the module then follows ``train()``/``eval()`` again."""
+    handle = getattr(module, _MARK, None)
+    if handle is None:
+        return
+    handle.remove()
+    object.__delattr__(module, _MARK)
+    if "train" in module.__dict__:
+        object.__delattr__(module, "train")
+    module.train(training)
+
+
+def _train_in_eval(self: nn.Module, mode: bool = True) -> nn.Module:
+    """Replacement ``train``: frozen statistics keep the module in eval mode whatever ``mode``."""
+    self.training = False
+    for child in self.children():
+        child.train(False)
+    return self
+
+
+def _stay_in_eval(module: nn.Module, args: object) -> None:
+    if module.training:
+        _train_in_eval(module)

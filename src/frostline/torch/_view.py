@@ -1,0 +1,69 @@
+"""Tree view of a ``torch.nn.Module``: parameters and buffers with their owning-module chain."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..core.leaves import BUFFER, PARAM, Leaf, Owner, TreeView
+
+
+def build_view(model: nn.Module) -> TreeView:
+    """Every parameter and buffer of ``model``, module by module, shared tensors included.
+
+    Names are exactly those of ``named_parameters(remove_duplicate=False)`` /
+    ``named_buffers(remove_duplicate=False)``; a module reachable by two paths contributes both.
+    Each module's parameters come before its buffers, and a module before its children.
+
+    Example:
+        >>> view = build_view(torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.BatchNorm1d(3)))
+        >>> [leaf.name for leaf in view][:3]
+        ['0.weight', '0.bias', '1.weight']
+    """
+    chains: dict[str, tuple[Owner, ...]] = {}
+    module_paths: list[str] = []
+    module_classes: list[type] = []
+    raw: list[tuple[str, tuple[str, ...], tuple[Owner, ...], torch.Tensor, str]] = []
+    for path, module in model.named_modules(remove_duplicate=False):
+        parent = path.rpartition(".")[0] if path else None
+        chain = (*chains.get(parent, ()), Owner(path, type(module))) if path else (
+            Owner("", type(module)),)
+        chains[path] = chain
+        module_paths.append(path)
+        module_classes.append(type(module))
+        prefix = path + "." if path else ""
+        keys = tuple(path.split(".")) if path else ()
+        for key, tensor in module._parameters.items():
+            if tensor is not None:
+                raw.append((prefix + key, (*keys, key), chain, tensor, PARAM))
+        for key, tensor in module._buffers.items():
+            if tensor is not None:
+                raw.append((prefix + key, (*keys, key), chain, tensor, BUFFER))
+    names_by_tensor: dict[int, list[str]] = {}
+    for name, _, _, tensor, _ in raw:
+        names_by_tensor.setdefault(id(tensor), []).append(name)
+    leaves = []
+    for index, (name, keys, chain, tensor, kind) in enumerate(raw):
+        aliases = names_by_tensor[id(tensor)]
+        leaves.append(Leaf(
+            name=name,
+            path=keys,
+            owners=chain,
+            shape=tuple(tensor.shape),
+            dtype=str(tensor.dtype).removeprefix("torch."),
+            kind=kind,
+            trainable=bool(tensor.requires_grad) if kind == PARAM else None,
+            tied_to=tuple(a for a in aliases if a != name) if len(aliases) > 1 else (),
+            index=index,
+        ))
+    return TreeView(tuple(leaves), tuple(module_paths), tuple(module_classes))
+
+
+def named_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter and buffer by every name it has (shared tensors under each alias)."""
+    out: dict[str, torch.Tensor] = {}
+    for name, tensor in model.named_parameters(remove_duplicate=False):
+        out[name] = tensor
+    for name, tensor in model.named_buffers(remove_duplicate=False):
+        out[name] = tensor
+    return out
