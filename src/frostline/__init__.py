@@ -14,7 +14,19 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from ._api import apply, combine, explain, groups, lock, mask, partition, summary, view
+from ._api import (
+    apply,
+    combine,
+    explain,
+    groups,
+    guard,
+    lock,
+    mask,
+    partition,
+    snapshot,
+    summary,
+    view,
+)
 from ._errors import (
     BackendError,
     CheckpointError,
@@ -92,6 +104,7 @@ __all__ = [
     "explain",
     "group",
     "groups",
+    "guard",
     "kind",
     "lock",
     "mask",
@@ -102,6 +115,7 @@ __all__ = [
     "path",
     "regex",
     "register_backend",
+    "snapshot",
     "summary",
     "view",
     "where",

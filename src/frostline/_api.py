@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from ._report import Explanation, Summary
@@ -151,3 +153,40 @@ def _first_value(*dicts: dict[str, Any]) -> Any:
         for value in d.values():
             return value
     return {}
+
+
+def snapshot(model: Any, plan: Plan | None = None, *, buffers: bool = False) -> Any:
+    """Fingerprint ``model`` now, so a later ``.check()`` proves frozen tensors did not move.
+
+    Args:
+        model: the model (PyTorch module, or a JAX model/pytree).
+        plan: which leaves count as frozen (default: the model's current state).
+        buffers: also watch BatchNorm running statistics of BatchNorms whose parameters are frozen.
+
+    Returns:
+        A snapshot object with ``check(model=None, *, require_trainable_moved=False)`` that
+        raises :class:`GuardError` naming every frozen tensor that moved.
+    """
+    backend = backend_for(model)
+    if not hasattr(backend, "snapshot"):
+        from ._errors import BackendError
+
+        raise BackendError(f"the {backend.name} backend has no guard.")
+    return backend.snapshot(model, plan, buffers=buffers)
+
+
+@contextlib.contextmanager
+def guard(model: Any, plan: Plan | None = None, *, buffers: bool = False,
+          require_trainable_moved: bool = False) -> Iterator[Any]:
+    """Raise :class:`GuardError` after the block if any frozen tensor of ``model`` moved.
+
+    Example:
+        >>> import torch, frostline as fl
+        >>> net = torch.nn.Linear(2, 2)
+        >>> _ = net.bias.requires_grad_(False)
+        >>> with fl.guard(net):
+        ...     net(torch.ones(1, 2)).sum().backward()
+    """
+    snap = snapshot(model, plan, buffers=buffers)
+    yield snap
+    snap.check(require_trainable_moved=require_trainable_moved)
