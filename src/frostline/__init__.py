@@ -66,6 +66,9 @@ _LAZY = {
     "trainable_parameters": "frostline.torch",
     "trainable_named_parameters": "frostline.torch",
     "register_group_rule": "frostline.torch",
+    "save_trainable": "frostline.torch._checkpoint",
+    "load_trainable": "frostline.torch._checkpoint",
+    "check_ddp": "frostline.torch._ddp",
 }
 
 
