@@ -57,5 +57,7 @@ def closest(word: str, candidates: Iterable[str], n: int = 3) -> list[str]:
     found = difflib.get_close_matches(word, pool, n=n, cutoff=0.5)
     if not found:
         lowered = word.lower()
-        found = [c for c in pool if lowered in c.lower() or c.lower() in lowered][:n]
+        # Containment only for candidates of 3+ characters: "A" is "in" almost any word.
+        found = [c for c in pool
+                 if len(c) >= 3 and (lowered in c.lower() or c.lower() in lowered)][:n]
     return found

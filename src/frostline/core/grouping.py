@@ -18,12 +18,13 @@ from .selectors import MatchContext, Selector, as_selector, explain_empty
 
 
 def build_groups(view: TreeView, members: Sequence[Sequence[str]], names: Sequence[str] | None,
-                 source: str, notes: Sequence[str] = (), unmatched: Sequence[str] = ()) -> Groups:
+                 source: str, notes: Sequence[str] = (), unmatched: Sequence[str] = (),
+                 scope: Sequence[str] = ()) -> Groups:
     """Assemble :class:`Groups` from lists of leaf names, adding aliases and module paths.
 
     Aliases of a shared tensor join the group of its canonical name, so tied weights never
     straddle two groups. Without ``names``, a group holding one module is named after it, else
-    "stem" (first), "head" (last) or "group<i>".
+    "stem" (first), "head" (last) or "group<i>". ``scope``: see :class:`Groups`.
     """
     if names is None:
         names = [None] * len(members)
@@ -36,22 +37,50 @@ def build_groups(view: TreeView, members: Sequence[Sequence[str]], names: Sequen
     for leaf in view:
         for owner in leaf.owners:
             module_leaves.setdefault(owner.path, set()).add(leaf.name)
-    out = []
+    home = _canonical_homes(members, canonical)
+    notes = list(notes)
+    out: list[Group] = []
     for index, (leaf_names, group_name) in enumerate(zip(members, names)):
         full: dict[str, None] = {}
         for leaf_name in leaf_names:
-            for alias in by_canonical.get(canonical.get(leaf_name, leaf_name), [leaf_name]):
+            root = canonical.get(leaf_name, leaf_name)
+            if home[root] != index:
+                continue
+            for alias in by_canonical.get(root, [leaf_name]):
                 full.setdefault(alias, None)
+        if leaf_names and not full:
+            notes.append(f"group {group_name or index} held only aliases of tensors shared with "
+                         "an earlier group, where they stay; it was dropped")
+            continue
         ordered = tuple(sorted(full, key=lambda n: view[n].index if n in view else 0))
         modules = minimal_modules(ordered, owner_paths, module_leaves)
         out.append(Group(
             name=group_name or _derived_name(modules, index, len(members)),
-            index=index,
+            index=len(out),
             leaf_names=ordered,
             modules=modules,
             parameter_names=tuple(n for n in ordered if n in view and view[n].kind == PARAM),
         ))
-    return Groups(tuple(out), source=source, notes=tuple(notes), unmatched=tuple(unmatched))
+    return Groups(tuple(out), source=source, notes=tuple(notes), unmatched=tuple(unmatched),
+                  scope=tuple(scope))
+
+
+def _canonical_homes(members: Sequence[Sequence[str]], canonical: Mapping[str, str]
+                     ) -> dict[str, int]:
+    """The one group of each tensor: where its canonical name is listed, else its first alias.
+
+    Groupings by module (automatic, timm) may list two aliases of a shared tensor in two groups;
+    the groups must stay a partition, so every alias follows the canonical name.
+    """
+    home: dict[str, int] = {}
+    for index, names in enumerate(members):
+        for name in names:
+            if canonical.get(name, name) == name:
+                home.setdefault(name, index)
+    for index, names in enumerate(members):
+        for name in names:
+            home.setdefault(canonical.get(name, name), index)
+    return home
 
 
 def _derived_name(modules: Sequence[str], index: int, count: int) -> str:
@@ -103,7 +132,7 @@ def groups_from_selectors(view: TreeView, selectors: Sequence[Selector | str],
         >>> v = TreeView(tuple(Leaf(n, (n,), (Owner("", M),), (1,), "float32", index=i)
         ...                    for i, n in enumerate(["a", "b", "c"])))
         >>> groups_from_selectors(v, ["a|b", "c"]).names
-        ['a|b', 'c']
+        ['(a | b)', 'c']
     """
     parsed = [as_selector(s) for s in selectors]
     if not parsed:
@@ -130,6 +159,48 @@ def groups_from_selectors(view: TreeView, selectors: Sequence[Selector | str],
     note = f"explicit: {len(parsed)} selectors" + (
         f"; {len(unmatched)} leaves matched none and are in no group" if unmatched else "")
     return build_groups(view, members, group_names, "explicit", [note], unmatched)
+
+
+def groups_from_prefixes(view: TreeView, prefixes: Sequence[Sequence[str]], names: Sequence[str],
+                         source: str, notes: Sequence[str] = (),
+                         scope: Sequence[str] = ()) -> Groups:
+    """Groups given as module or parameter paths: group i holds the leaves under ``prefixes[i]``.
+
+    This is how family rules describe a known architecture. Shared tensors are placed by their
+    canonical name only (their aliases follow it); a leaf under no prefix is in no group and is
+    listed in ``unmatched`` when it lies inside ``scope``; a group that holds nothing is dropped
+    (a module that is absent or an ``Identity`` in this configuration), and the notes say so.
+
+    Example:
+        >>> class M: pass
+        >>> from .leaves import Leaf, Owner
+        >>> v = TreeView(tuple(Leaf(n, tuple(n.split(".")), (Owner("", M),), (1,), "float32",
+        ...                         index=i) for i, n in enumerate(["a.w", "b.w", "c"])))
+        >>> groups_from_prefixes(v, [["a"], ["b", "c"]], ["first", "last"], "rule").names
+        ['first', 'last']
+    """
+    canonical = view.canonical
+    members: list[list[str]] = [[] for _ in prefixes]
+    unmatched = []
+    for leaf in view:
+        if canonical[leaf.name] != leaf.name:
+            continue
+        for g, group_prefixes in enumerate(prefixes):
+            if any(leaf.name == p or leaf.name.startswith(p + ".") for p in group_prefixes):
+                members[g].append(leaf.name)
+                break
+        else:
+            if not scope or any(leaf.name == p or leaf.name.startswith(p + ".") for p in scope):
+                unmatched.append(leaf.name)
+    kept = [g for g, found in enumerate(members) if found]
+    notes = list(notes)
+    dropped = [names[g] for g in range(len(prefixes)) if g not in kept]
+    if dropped:
+        notes.append(f"groups holding nothing in this configuration were left out: {dropped}")
+    if unmatched:
+        notes.append(f"{len(unmatched)} leaves are in no group (the rule does not name them)")
+    return build_groups(view, [members[g] for g in kept], [names[g] for g in kept], source,
+                        notes, unmatched, scope)
 
 
 @dataclass(frozen=True)

@@ -117,7 +117,7 @@ class _Parser:
             return self._build(word, value, value_pos)
         if word == "":
             self.fail("a selector", self._found())
-        return s.Path(tuple(_split_commas(word)))
+        return self._build("path", word, start)
 
     def _word(self, stop_at_colon: bool) -> str:
         start = self.pos

@@ -162,7 +162,8 @@ class Path(Selector):
             "path:" + ",".join(self.globs))
 
     def hint(self, ctx: MatchContext) -> str:
-        candidates = set(ctx.view.all_module_paths) | set(ctx.view.names)
+        # The root's path is "", which would "match" any glob after its literal part.
+        candidates = (set(ctx.view.all_module_paths) | set(ctx.view.names)) - {""}
         suggestions = []
         for glob in self.globs:
             literal = re.split(r"[*?\[]", glob, maxsplit=1)[0].rstrip(".")
@@ -440,6 +441,9 @@ def path(*globs: str) -> Selector:
         'encoder.layer.*'
     """
     _require_strings("path", globs)
+    if "**" in globs:
+        # "**" alone is every leaf; one spelling keeps printed plans equal after re-parsing.
+        return Everything()
     return Path(tuple(globs))
 
 

@@ -1,0 +1,111 @@
+"""The selector string syntax: each prefix, operators, quoting and syntax errors."""
+
+from __future__ import annotations
+
+import pytest
+
+import frostline as fl
+from frostline.core.selectors import MatchContext
+
+
+def vector(selector, view, groups=None):
+    return selector.select(MatchContext(view, groups))
+
+
+@pytest.mark.parametrize("text, built", [
+    ("encoder.layer.*", fl.path("encoder.layer.*")),
+    ("path:encoder.layer.*", fl.path("encoder.layer.*")),
+    ("name:bias", fl.name("bias")),
+    ("name:bias,A", fl.name("bias", "A")),
+    ("type:LayerNorm", fl.module_type("LayerNorm")),
+    ("class:MLP", fl.class_name("MLP")),
+    ("group:-2:", fl.group(slice(-2, None))),
+    ("group:1:3", fl.group(slice(1, 3))),
+    ("group:::2", fl.group(slice(None, None, 2))),
+    ("group:-1", fl.group(-1)),
+    ("group:layer1", fl.group("layer1")),
+    ("kind:buffer", fl.kind("buffer")),
+    (r"re:fc\d", fl.regex(r"fc\d")),
+    (r're:"(fc1|qkv)\.weight"', fl.regex(r"(fc1|qkv)\.weight")),
+    (r"re:/(fc1|qkv)\.bias/", fl.regex(r"(fc1|qkv)\.bias")),
+    ("**", fl.path("**")),
+])
+def test_each_prefix_parses_to_its_selector(text, built, toy_view, toy_groups):
+    parsed = fl.parse(text)
+    assert parsed == built
+    assert vector(parsed, toy_view, toy_groups) == vector(built, toy_view, toy_groups)
+
+
+def test_and_binds_tighter_than_or(toy_view):
+    parsed = fl.parse("name:A | name:head & name:bias")
+    expected = fl.name("A") | (fl.name("head") & fl.name("bias"))
+    assert vector(parsed, toy_view) == vector(expected, toy_view)
+    assert vector(parsed, toy_view) != vector((fl.name("A") | fl.name("head")) & fl.name("bias"),
+                                              toy_view)
+
+
+def test_parentheses_group_and_not_negates(toy_view):
+    parsed = fl.parse("!(name:A | name:head) & name:bias")
+    expected = ~(fl.name("A") | fl.name("head")) & fl.name("bias")
+    assert vector(parsed, toy_view) == vector(expected, toy_view)
+    assert any(vector(parsed, toy_view))
+
+
+def test_whitespace_between_tokens_is_ignored(toy_view):
+    assert vector(fl.parse("  name:A&!name:bias "), toy_view) == vector(
+        fl.parse("name:A & ! name:bias"), toy_view)
+
+
+def test_printed_selectors_parse_back_to_equal_selectors():
+    selector = (fl.path("encoder.layer.*") & ~fl.name("bias")) | fl.regex(r"^A\.(fc1|fc2)") | (
+        fl.group(slice(-2, None)) & fl.kind("param") & fl.module_type("LayerNorm"))
+    assert fl.parse(selector.to_string()) == selector
+
+
+def test_regex_with_quotes_and_backslashes_round_trips():
+    selector = fl.regex(r'say "hi"\.\d+ | x')
+    assert fl.parse(selector.to_string()) == selector
+
+
+def test_parse_rejects_non_strings():
+    with pytest.raises(fl.SelectorSyntaxError, match="expected a selector string, got int"):
+        fl.parse(3)
+
+
+@pytest.mark.parametrize("text, position, expected", [
+    ("", 0, "expected a selector, found an empty string"),
+    ("name:A &", 8, r"expected a selector .*found the end"),
+    ("(name:A", 7, r"expected '\)', found the end"),
+    ("name:A)", 6, r"expected '&', '\|' or the end of the selector, found '\)'"),
+    ("nmae:bias", 0, "expected a prefix among name, path, re, type, class, group, kind, "
+                     "found 'nmae'"),
+    ("name:", 5, "expected a value after 'name:'"),
+    ("name:A name:B", 7, r"expected '&', '\|' or the end of the selector, found 'n'"),
+    ('re:"abc', 3, 'expected a closing "'),
+    ("group:a:b", 6, "a group slice holds integers"),
+    ("group:1:2:0", 6, "step cannot be zero"),
+    ("kind:state", 5, "unknown kind 'state'"),
+    ("name:bias,,A", 5, "empty alternative"),
+    ("re:[unclosed", 3, "invalid regular expression"),
+    ("| name:A", 0, "expected a selector"),
+])
+def test_malformed_strings_fail_with_position_and_expectation(text, position, expected):
+    with pytest.raises(fl.SelectorSyntaxError, match=expected) as info:
+        fl.parse(text)
+    message = str(info.value)
+    assert f"at position {position}:" in message
+    # The caret line points at the position under the echoed selector.
+    lines = message.splitlines()
+    assert lines[1] == f"  {text}"
+    assert lines[2] == "  " + " " * position + "^"
+
+
+def test_syntax_errors_are_selector_errors_and_frostline_errors():
+    with pytest.raises(fl.SelectorError):
+        fl.parse("(")
+    assert issubclass(fl.SelectorSyntaxError, fl.FrostlineError)
+
+
+def test_malformed_string_in_a_plan_fails_when_the_rule_is_written():
+    with pytest.raises(fl.SelectorSyntaxError, match="position 8"):
+        fl.Plan().freeze("name:A &")
