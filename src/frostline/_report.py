@@ -17,7 +17,9 @@ from .core.mask import Mask
 def render(renderable: Any, width: int = 120) -> str:
     """Render a rich object to plain text."""
     buffer = io.StringIO()
-    Console(file=buffer, width=width, color_system=None, soft_wrap=False).print(renderable)
+    # Selectors such as "group:-1:" are data: no emoji codes, no markup.
+    Console(file=buffer, width=width, color_system=None, soft_wrap=False, emoji=False,
+            markup=False).print(renderable)
     return buffer.getvalue().rstrip("\n")
 
 
