@@ -1,0 +1,74 @@
+"""The JAX backend: Equinox modules, Flax NNX modules and plain pytrees of arrays.
+
+JAX models are immutable values, so this backend never pretends to change one: ``apply``
+validates the plan against the model and returns the model unchanged. The plan takes effect
+through what the backend builds from it: a filter spec (``plan.mask(model)``), the
+``fl.partition`` halves, optax masks and labels, or an NNX filter.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._errors import BackendError
+from ..core.groups import Groups
+from ..core.leaves import TreeView
+from ..core.mask import Mask
+from ..core.plan import Plan
+from ._batchnorm import batchnorms_in_inference
+from ._groups import jax_groups
+from ._guard import JaxSnapshot, snapshot
+from ._mask import resolve_mask, trainable_names
+from ._models import is_array_tree, is_equinox, is_nnx, view_of
+from ._partition import filter_spec, join, split
+
+
+class JaxBackend:
+    name = "jax"
+
+    def handles(self, model: Any) -> bool:
+        return is_equinox(model) or is_nnx(model) or is_array_tree(model)
+
+    def view(self, model: Any) -> TreeView:
+        return view_of(model)
+
+    def groups(self, model: Any, view: TreeView, **options: Any) -> Groups:
+        return jax_groups(model, view, **options)
+
+    def apply(self, model: Any, mask: Mask, plan: Any) -> Any:
+        """Return ``model`` unchanged: the mask was validated when it was evaluated."""
+        return model
+
+    def native_mask(self, model: Any, mask: Mask) -> Any:
+        """Equinox / pytree: the filter spec. NNX: an :class:`~frostline.jax.NnxFilter`."""
+        names = trainable_names(view_of(model), mask)
+        if is_nnx(model):
+            from ._nnx import NnxFilter
+
+            return NnxFilter(names)
+        return filter_spec(model, names)
+
+    def partition(self, model: Any, plan: Plan | Mask | None = None,
+                  **group_options: Any) -> tuple[Any, Any]:
+        if is_nnx(model):
+            raise BackendError(
+                "fl.partition splits Equinox modules and pytrees; for a Flax NNX module use its "
+                "filter: nnx.split(model, fl.nnx_filter(model, plan), ...), or "
+                "nnx.Optimizer(model, tx, wrt=fl.nnx_filter(model, plan))."
+            )
+        view = view_of(model)
+        return split(model, trainable_names(view, resolve_mask(model, plan, view,
+                                                                **group_options)))
+
+    def combine(self, trainable: Any, frozen: Any) -> Any:
+        return join(trainable, frozen)
+
+    def snapshot(self, model: Any, plan: Plan | Mask | None = None, *,
+                 buffers: bool = False) -> JaxSnapshot:
+        return snapshot(model, plan, buffers=buffers)
+
+    def frozen_stats(self, model: Any) -> set[str]:
+        return batchnorms_in_inference(model)
+
+
+BACKEND = JaxBackend()

@@ -1,0 +1,172 @@
+"""The JAX guard: prove that frozen leaves did not move, from cheap on-device fingerprints.
+
+A fingerprint is two position-weighted 32-bit checksums of a leaf's raw bits, computed by one
+jitted reduction over all watched leaves where the arrays live; only 8 bytes per leaf come back
+to the host, and no copy of the model is kept. Any change of a single element changes both sums.
+
+JAX models are immutable: a training step returns a new model. Give it to the snapshot, either
+as ``snap.check(new_model)`` or, inside ``fl.guard``, as ``model = snap.update(new_model)`` (the
+guard checks the last model given when the block ends). Flax NNX modules change in place, so
+``snap.check()`` with no argument re-reads the live module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._errors import GuardError, PlanError
+from ..core.leaves import BUFFER, PARAM, TreeView
+from ..core.mask import Mask
+from ..core.norms import is_batchnorm
+from ..core.plan import Plan
+from ._mask import resolve_mask
+from ._models import arrays_of, is_nnx, view_of
+
+_MIX_A = np.uint32(2654435761)
+_MIX_B = np.uint32(2246822519)
+
+
+def _words(x: jax.Array) -> jax.Array:
+    """The raw bits of ``x`` as a flat uint32 vector."""
+    if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+        x = jax.random.key_data(x)
+    if x.dtype == jnp.bool_:
+        x = x.astype(jnp.uint8)
+    if jnp.iscomplexobj(x):
+        x = jnp.stack([x.real, x.imag])
+    size = x.dtype.itemsize
+    if size >= 4:
+        return jax.lax.bitcast_convert_type(x, jnp.uint32).ravel()
+    narrow = jnp.uint16 if size == 2 else jnp.uint8
+    return jax.lax.bitcast_convert_type(x, narrow).astype(jnp.uint32).ravel()
+
+
+def _fingerprint(x: jax.Array) -> jax.Array:
+    words = _words(x)
+    index = jnp.arange(words.size, dtype=jnp.uint32)
+    odd_a = index * _MIX_A * np.uint32(2) + np.uint32(1)
+    odd_b = index * _MIX_B * np.uint32(2) + np.uint32(1)
+    mixed = words ^ (words >> np.uint32(15))
+    return jnp.stack([jnp.sum(words * odd_a, dtype=jnp.uint32),
+                      jnp.sum(mixed * odd_b, dtype=jnp.uint32)])
+
+
+@jax.jit
+def _fingerprints(arrays: Sequence[jax.Array]) -> list[jax.Array]:
+    return [_fingerprint(x) for x in arrays]
+
+
+def fingerprints(arrays: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], str, int, int]]:
+    """``name -> (shape, dtype, sum_a, sum_b)`` for every array, computed on its device."""
+    names = list(arrays)
+    sums = jax.device_get(_fingerprints([jnp.asarray(arrays[n]) for n in names]))
+    return {n: (tuple(np.shape(arrays[n])), str(arrays[n].dtype), int(s[0]), int(s[1]))
+            for n, s in zip(names, sums)}
+
+
+class JaxSnapshot:
+    """Fingerprints of a JAX model's frozen (and trainable) leaves, taken once.
+
+    Use :meth:`check` with the model after training, or :meth:`update` inside ``fl.guard``.
+
+    Attributes:
+        frozen: names of the watched frozen leaves.
+        trainable: names of the trainable parameters (for ``require_trainable_moved``).
+    """
+
+    def __init__(self, model: Any, view: TreeView, mask: Mask, *, buffers: bool = False):
+        trainable = {leaf.name for leaf in view if leaf.kind == PARAM and mask[leaf.name]}
+        frozen = [leaf.name for leaf in view if leaf.kind == PARAM and not mask[leaf.name]]
+        if buffers:
+            frozen += _frozen_norm_buffers(view, mask)
+        self.frozen = tuple(frozen)
+        self.trainable = tuple(n for n in view.names if n in trainable)
+        self._mutable = is_nnx(model)
+        self._model = model
+        self._updated = False
+        self._prints = fingerprints(self._arrays(model))
+
+    def _arrays(self, model: Any) -> dict[str, Any]:
+        arrays = arrays_of(model)
+        missing = [n for n in (*self.frozen, *self.trainable) if n not in arrays]
+        if missing:
+            raise GuardError(
+                f"the model checked lacks {len(missing)} leaves of the snapshot (first: "
+                f"{missing[:3]}); check the model the snapshot was taken of, after training."
+            )
+        return {n: arrays[n] for n in (*self.frozen, *self.trainable)}
+
+    def update(self, model: Any) -> Any:
+        """Remember ``model`` as the current one (checked by ``fl.guard`` at the end); returns it."""
+        self._model = model
+        self._updated = True
+        return model
+
+    def check(self, model: Any = None, *, require_trainable_moved: bool = False) -> None:
+        """Raise :class:`GuardError` naming every frozen leaf of ``model`` that moved.
+
+        Args:
+            model: the model after training (default: the last one given to :meth:`update`;
+                for Flax NNX, the live module).
+            require_trainable_moved: also raise when a trainable parameter did not move.
+
+        Raises:
+            GuardError: frozen leaves moved, trainable ones did not (when required), or an
+                immutable model was never handed back.
+        """
+        if model is None:
+            if not (self._mutable or self._updated):
+                raise GuardError(
+                    "JAX models are immutable, so this snapshot cannot see the trained model: "
+                    "pass it as snap.check(new_model), or call model = snap.update(new_model) "
+                    "inside the fl.guard block."
+                )
+            model = self._model
+        now = fingerprints(self._arrays(model))
+        moved = [n for n in self.frozen if now[n] != self._prints[n]]
+        if moved:
+            raise GuardError(
+                f"{len(moved)} frozen leaves moved: {', '.join(moved)}. They must not change: "
+                "differentiate only the trainable part (fl.partition) and give the optimizer "
+                "only that part."
+            )
+        if require_trainable_moved:
+            still = [n for n in self.trainable if now[n] == self._prints[n]]
+            if still:
+                raise GuardError(
+                    f"{len(still)} trainable parameters did not move: {', '.join(still)}. "
+                    "Check that the optimizer receives them and that their gradient is not zero."
+                )
+
+
+def _frozen_norm_buffers(view: TreeView, mask: Mask) -> list[str]:
+    """Statistics of BatchNorms whose parameters are all frozen."""
+    params_frozen: dict[str, bool] = {}
+    for leaf in view:
+        if leaf.kind == PARAM and leaf.owners and is_batchnorm(leaf.owners[-1]):
+            path = leaf.module_path
+            params_frozen[path] = params_frozen.get(path, True) and not mask[leaf.name]
+    return [leaf.name for leaf in view if leaf.kind == BUFFER
+            and params_frozen.get(leaf.module_path, False)]
+
+
+def snapshot(model: Any, plan: Plan | Mask | None, *, buffers: bool = False,
+             **group_options: Any) -> JaxSnapshot:
+    """Fingerprint ``model`` under ``plan`` (see :class:`JaxSnapshot`).
+
+    Raises:
+        PlanError: no plan was given (JAX models carry no trainable flags of their own).
+    """
+    if plan is None:
+        raise PlanError(
+            "JAX models carry no trainable flags, so the guard needs the plan (or mask) that "
+            "says what is frozen: fl.snapshot(model, plan) / fl.guard(model, plan)."
+        )
+    view = view_of(model)
+    return JaxSnapshot(model, view, resolve_mask(model, plan, view, **group_options),
+                       buffers=buffers)

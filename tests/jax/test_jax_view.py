@@ -1,0 +1,79 @@
+"""Tree views of Equinox modules, Flax NNX modules and plain pytrees."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax_models import Block, Net, NnxNet, eqx_net, linen_style_params
+
+import frostline as fl
+from frostline.core.backend import backend_for
+
+
+def test_equinox_key_paths_become_dotted_names():
+    model = eqx_net()
+    expected = [
+        ".".join(str(getattr(k, "name", getattr(k, "idx", getattr(k, "key", None)))) for k in path)
+        for path, leaf in jax.tree_util.tree_flatten_with_path(model)[0] if eqx.is_array(leaf)]
+    assert list(fl.view(model).names) == expected
+    assert "A.layers.0.weight" in fl.view(model)
+
+
+def test_non_array_leaves_are_not_in_the_view():
+    names = fl.view(eqx_net()).names
+    assert not any(n.endswith(("activation", "scale", "final_activation")) for n in names)
+    assert all(isinstance(fl.view(eqx_net())[n].shape, tuple) for n in names)
+
+
+def test_owner_chain_lists_every_module_on_the_path():
+    leaf = fl.view(eqx_net())["layers.1.fc2.weight"]
+    assert [(o.path, o.cls) for o in leaf.owners] == [
+        ("", Net), ("layers.1", Block), ("layers.1.fc2", eqx.nn.Linear)]
+
+
+def test_same_array_at_two_paths_is_tied():
+    shared = jnp.ones(3)
+    view = fl.view({"a": shared, "b": shared, "c": jnp.ones(3)})
+    assert view["b"].tied_to == ("a",)
+    assert view["c"].tied_to == ()
+
+
+def test_nnx_params_are_params_and_batch_stats_are_buffers():
+    view = fl.view(NnxNet())
+    assert view["blocks.0.lin.kernel"].kind == "param"
+    assert view["blocks.0.bn.scale"].kind == "param"
+    assert view["blocks.0.bn.mean"].kind == "buffer"
+    assert view["blocks.0.bn.var"].kind == "buffer"
+
+
+def test_nnx_leaves_follow_definition_order():
+    names = fl.view(NnxNet()).names
+    assert names[0] == "stem.kernel"
+    assert names[-1] == "head.bias"
+    assert names.index("blocks.2.lin.kernel") < names.index("head.kernel")
+
+
+def test_nnx_owner_chain_uses_graph_paths():
+    leaf = fl.view(NnxNet())["blocks.1.bn.mean"]
+    assert [o.path for o in leaf.owners] == ["", "blocks", "blocks.1", "blocks.1.bn"]
+    assert leaf.owners[-1].class_name == "BatchNorm"
+
+
+def test_linen_params_dict_has_dict_key_names_and_no_owners():
+    view = fl.view(linen_style_params())
+    assert view.names[:2] == ("params.Dense_0.kernel", "params.Dense_0.bias")
+    assert all(leaf.owners == () for leaf in view)
+
+
+def test_numpy_pytree_is_handled_by_the_jax_backend():
+    tree = [{"w": np.ones((2, 2), np.float32)}, {"w": np.zeros(2, np.float32)}]
+    assert backend_for(tree).name == "jax"
+    assert fl.view(tree).names == ("0.w", "1.w")
+
+
+def test_pytree_with_a_non_array_leaf_is_refused():
+    with pytest.raises(fl.BackendError, match="does not know how to handle"):
+        fl.view({"w": jnp.ones(2), "lr": 0.1})
