@@ -69,6 +69,12 @@ _LAZY = {
     "save_trainable": "frostline.torch._checkpoint",
     "load_trainable": "frostline.torch._checkpoint",
     "check_ddp": "frostline.torch._ddp",
+    "param_groups": "frostline.torch._param_groups",
+    "UnfreezeSchedule": "frostline.torch._unfreeze",
+    "Unfreezer": "frostline.torch._unfreeze",
+    "extend_scheduler": "frostline.torch._unfreeze",
+    "functional_call": "frostline.torch._functional",
+    "enable_input_grads": "frostline.torch._input_grads",
 }
 
 

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import nn
 
+from .._errors import BackendError
 from ..core.groups import Groups
 from ..core.leaves import PARAM, TreeView
 from ..core.mask import Mask
 from ._apply import apply_mask
 from ._batchnorm import is_batchnorm_module, stats_frozen
+from ._functional import combine_parts, partition_module
 from ._groups import torch_groups
+from ._guard import Snapshot, take_snapshot
 from ._view import build_view
 
 
@@ -19,10 +23,11 @@ class TorchBackend:
     name = "torch"
 
     def handles(self, model: Any) -> bool:
-        return isinstance(model, nn.Module)
+        # Tensors too: ``fl.combine`` dispatches on a value of the dicts ``partition`` made.
+        return isinstance(model, (nn.Module, torch.Tensor))
 
     def view(self, model: nn.Module) -> TreeView:
-        return build_view(model)
+        return build_view(_require_module(model))
 
     def groups(self, model: nn.Module, view: TreeView, **options: Any) -> Groups:
         return torch_groups(model, view, **options)
@@ -36,6 +41,25 @@ class TorchBackend:
 
     def frozen_stats(self, model: nn.Module) -> set[str]:
         return {p for p, m in model.named_modules() if is_batchnorm_module(m) and stats_frozen(m)}
+
+    def partition(self, model: nn.Module, plan: Any = None, **group_options: Any) -> tuple[
+            dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        return partition_module(_require_module(model), plan, **group_options)
+
+    def combine(self, trainable: dict[str, Any], frozen: dict[str, Any]) -> dict[str, Any]:
+        return combine_parts(trainable, frozen)
+
+    def snapshot(self, model: nn.Module, plan: Any = None, *, buffers: bool = False) -> Snapshot:
+        return take_snapshot(_require_module(model), plan, buffers=buffers)
+
+
+def _require_module(model: Any) -> nn.Module:
+    if not isinstance(model, nn.Module):
+        raise BackendError(
+            f"expected a torch.nn.Module, got a {type(model).__name__}; pass the model itself "
+            "(a bare tensor is accepted only by fl.combine)."
+        )
+    return model
 
 
 BACKEND = TorchBackend()

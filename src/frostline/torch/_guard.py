@@ -1,0 +1,201 @@
+"""The guard: prove that frozen tensors (and frozen BatchNorm statistics) did not move.
+
+A snapshot keeps no copy of the model. It keeps a fingerprint of each watched tensor, computed
+where the tensor lives: the tensor's bytes are read as integers and reduced twice, a plain sum
+and a position-weighted sum, in int64. Integer sums are exact and independent of summation
+order, so a fingerprint is reproducible on any device and a change of a single bit of a single
+element (one ulp, a sign, a NaN payload) always changes it; the weighted sum also catches
+elements that swapped places. A snapshot costs 16 bytes per tensor on the device plus its name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import torch
+from torch import nn
+
+from .._errors import GuardError
+from ..core.plan import Plan
+from ._batchnorm import is_batchnorm_module, stats_frozen
+from ._groups import torch_groups
+from ._view import build_view
+
+_INT_OF_SIZE = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+# Elements fingerprinted per pass: bounds the int64 temporaries (16 bytes per element).
+_CHUNK = 1 << 22
+_STATS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def fingerprint(tensor: torch.Tensor) -> torch.Tensor:
+    """Two int64 numbers that change whenever any bit of ``tensor`` changes, on its device.
+
+    Example:
+        >>> t = torch.ones(3)
+        >>> u = t.clone(); u[1] = torch.nextafter(u[1], torch.tensor(2.0))
+        >>> bool((fingerprint(t) != fingerprint(u)).any())
+        True
+    """
+    data = tensor.detach()
+    if data.is_complex():
+        data = torch.view_as_real(data)
+    bits = data.reshape(-1).view(_INT_OF_SIZE[data.element_size()])
+    total = torch.zeros(2, dtype=torch.int64, device=bits.device)
+    for start in range(0, bits.numel(), _CHUNK):
+        chunk = bits[start:start + _CHUNK].to(torch.int64)
+        weights = torch.arange(start + 1, start + 1 + chunk.numel(), device=chunk.device,
+                               dtype=torch.int64)
+        total[0] += chunk.sum()
+        total[1] += (chunk * weights).sum()
+    return total
+
+
+@dataclass(frozen=True, repr=False)
+class Snapshot:
+    """Fingerprints of a model's tensors, taken by :func:`frostline.snapshot`.
+
+    Attributes:
+        model: the model the snapshot was taken of (checked by default).
+        frozen: names of the watched frozen tensors (frozen parameters, and with ``buffers=True``
+            the running statistics of BatchNorms whose parameters are frozen).
+        trainable: names of the trainable parameters (checked with ``require_trainable_moved``).
+        prints: device -> (names, int64 fingerprints of shape ``(len(names), 2)``).
+    """
+
+    model: nn.Module
+    frozen: tuple[str, ...]
+    trainable: tuple[str, ...]
+    prints: dict[torch.device, tuple[tuple[str, ...], torch.Tensor]]
+
+    def moved(self, model: nn.Module | None = None) -> set[str]:
+        """Names of the snapshotted tensors whose fingerprint changed."""
+        tensors = _tensors_by_name(model if model is not None else self.model)
+        missing = [n for names, _ in self.prints.values() for n in names if n not in tensors]
+        if missing:
+            raise GuardError(
+                f"the model checked lacks {len(missing)} tensors of the snapshot (first: "
+                f"'{missing[0]}'); check the model the snapshot was taken of, or one with the "
+                "same parameter names."
+            )
+        out: set[str] = set()
+        for names, before in self.prints.values():
+            after = torch.stack([fingerprint(tensors[n]) for n in names])
+            changed = (after.to(before.device) != before).any(dim=1).tolist()
+            out.update(n for n, c in zip(names, changed) if c)
+        return out
+
+    def check(self, model: nn.Module | None = None, *,
+              require_trainable_moved: bool = False) -> None:
+        """Raise :class:`GuardError` naming every frozen tensor that moved.
+
+        Args:
+            model: the model to compare (default: the one the snapshot was taken of).
+            require_trainable_moved: also require every trainable parameter to have moved.
+
+        Raises:
+            GuardError: a frozen tensor moved, or (when required) a trainable one did not.
+        """
+        moved = self.moved(model)
+        frozen_moved = [n for n in self.frozen if n in moved]
+        problems = []
+        if frozen_moved:
+            stats = [n for n in frozen_moved if n.rsplit(".", 1)[-1] in _STATS]
+            params = [n for n in frozen_moved if n not in stats]
+            if params:
+                problems.append(
+                    f"{len(params)} frozen parameters moved: {_listing(params)}. A frozen "
+                    "parameter moves when it still gets a gradient of zeros instead of None "
+                    "(frozen after the optimizer was built): weight decay and momentum keep "
+                    "moving it. Build the optimizer from fl.param_groups(model, ...) after "
+                    "freezing, or set the frozen parameters' .grad to None."
+                )
+            if stats:
+                problems.append(
+                    f"{len(stats)} BatchNorm statistics of frozen BatchNorms moved: "
+                    f"{_listing(stats)}. model.train() lets BatchNorm update its running "
+                    "statistics even when its parameters are frozen; fix them with "
+                    "freeze_bn_stats=True (fl.lock(..., freeze_bn_stats=True) or "
+                    "plan.with_bn(freeze_bn_stats=True))."
+                )
+        if require_trainable_moved:
+            still = [n for n in self.trainable if n not in moved]
+            if still:
+                problems.append(
+                    f"{len(still)} trainable parameters did not move: {_listing(still)}. They "
+                    "got no gradient or no update: check that they are used in the forward "
+                    "pass, that they are in the optimizer, and that their learning rate is "
+                    "not zero."
+                )
+        if problems:
+            raise GuardError(" ".join(problems))
+
+    def __repr__(self) -> str:
+        return f"Snapshot({len(self.frozen)} frozen, {len(self.trainable)} trainable tensors)"
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the fingerprints take on the devices."""
+        return sum(t.numel() * t.element_size() for _, t in self.prints.values())
+
+
+def take_snapshot(model: nn.Module, plan: Plan | None = None, *,
+                  buffers: bool = False) -> Snapshot:
+    """Fingerprint the frozen (and trainable) tensors of ``model``.
+
+    Args:
+        model: the model.
+        plan: which parameters count as frozen (default: ``requires_grad`` right now).
+        buffers: also watch the running statistics of every BatchNorm whose parameters are all
+            frozen (or that has no parameters and fixed statistics), whether or not frostline
+            fixed those statistics: that catches the statistics a ``model.train()`` updates.
+
+    Returns:
+        A :class:`Snapshot`; ``check()`` raises :class:`GuardError` naming what moved.
+    """
+    params = dict(model.named_parameters())
+    if plan is None:
+        trainable = {n for n, p in params.items() if p.requires_grad}
+        frozen_stats = {path for path, m in model.named_modules()
+                        if is_batchnorm_module(m) and stats_frozen(m)}
+    else:
+        view = build_view(model)
+        mask = plan.evaluate(view, lambda: torch_groups(model, view))
+        trainable = {n for n, t in mask if t and n in params}
+        frozen_stats = set(mask.frozen_stats)
+    frozen = [n for n in params if n not in trainable]
+    if buffers:
+        frozen += _watched_stats(model, trainable, frozen_stats)
+    tensors = _tensors_by_name(model)
+    watched = [*frozen, *(n for n in params if n in trainable)]
+    by_device: dict[torch.device, list[str]] = {}
+    for name in watched:
+        by_device.setdefault(tensors[name].device, []).append(name)
+    prints = {
+        device: (tuple(names), torch.stack([fingerprint(tensors[n]) for n in names]))
+        for device, names in by_device.items()
+    }
+    return Snapshot(model, tuple(frozen), tuple(n for n in watched if n in trainable), prints)
+
+
+def _watched_stats(model: nn.Module, trainable: set[str], frozen_stats: set[str]) -> list[str]:
+    out = []
+    for path, module in model.named_modules():
+        if not is_batchnorm_module(module):
+            continue
+        prefix = f"{path}." if path else ""
+        own = [prefix + key for key, p in module._parameters.items() if p is not None]
+        if own and any(n in trainable for n in own):
+            continue
+        if not own and path not in frozen_stats:
+            continue
+        out += [prefix + key for key, b in module._buffers.items()
+                if b is not None and key in _STATS]
+    return out
+
+
+def _tensors_by_name(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {**dict(model.named_parameters()), **dict(model.named_buffers())}
+
+
+def _listing(names: list[str], limit: int = 8) -> str:
+    shown = ", ".join(f"'{n}'" for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")

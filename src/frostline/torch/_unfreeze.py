@@ -1,0 +1,321 @@
+"""Gradual unfreezing: thaw more of a model as training goes, growing an existing optimizer.
+
+An :class:`UnfreezeSchedule` says which plan holds at each epoch (or step): one more layer group
+every ``n`` (ULMFiT, fastai's ``fine_tune``, Lightning's ``BackboneFinetuning``), or an explicit
+``{epoch: plan}`` map. An :class:`Unfreezer` applies it to one model: at each call of
+:meth:`Unfreezer.step` it applies the plan that holds now and adds the newly trainable
+parameters to the optimizer as new parameter groups, with the learning rate, layer-wise scale
+and weight decay :func:`~frostline.param_groups` would give them. Parameters already in the
+optimizer are never added twice and keep their optimizer state.
+
+Learning-rate schedulers built before groups were added must be told about them:
+:func:`extend_scheduler` (called by ``step`` when given the scheduler) appends the new groups'
+initial rates to ``base_lrs`` and, for ``LambdaLR``/``MultiplicativeLR``, their ``lr_lambdas``
+(without that, torch's ``LambdaLR.step()`` raises, as its per-group lists are too short).
+
+Resuming: save ``unfreezer.state_dict()`` with the optimizer's and scheduler's state dicts;
+in the new process build the model, the optimizer (from ``unfreezer.param_groups()``) and the
+scheduler as at the start, call ``unfreezer.load_state_dict(state, optimizer, scheduler)`` (it
+thaws and re-adds the saved groups in their order), then ``optimizer.load_state_dict`` and
+``scheduler.load_state_dict``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._errors import CheckpointError, PlanError
+from ..core.groups import Groups
+from ..core.plan import Plan
+from ._groups import torch_groups
+from ._param_groups import DEFAULT_NO_DECAY, build_param_groups
+from ._view import build_view
+
+UNITS = ("epoch", "step")
+_STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class UnfreezeSchedule:
+    """When each part of a model thaws: a plan for every epoch (or step).
+
+    Build one with :meth:`gradual` or :meth:`from_plans`.
+
+    Attributes:
+        every: thaw one more layer group every ``every`` epochs/steps (gradual schedules).
+        start: layer groups (from the head) trainable at time 0 (gradual schedules).
+        plans: ``(time, plan)`` pairs, ascending, the first at time 0 (explicit schedules).
+        unit: "epoch" or "step": what the time counts (read by the Lightning callback).
+        freeze_bn_stats: in frozen groups, BatchNorm running statistics stay fixed even in
+            ``train()`` mode (gradual schedules).
+        train_bn: in frozen groups, the affine parameters of normalisation layers still train
+            (fastai's ``train_bn``); their statistics follow ``freeze_bn_stats`` (gradual).
+    """
+
+    every: int | None = None
+    start: int = 1
+    plans: tuple[tuple[int, Plan], ...] = ()
+    unit: str = "epoch"
+    freeze_bn_stats: bool = True
+    train_bn: bool = False
+
+    def __post_init__(self) -> None:
+        if self.unit not in UNITS:
+            raise PlanError(f"unit must be one of {UNITS}, got {self.unit!r}.")
+        if (self.every is None) == (not self.plans):
+            raise PlanError(
+                "a schedule needs either every=n (gradual) or plans={time: plan} (explicit); "
+                "use UnfreezeSchedule.gradual(...) or UnfreezeSchedule.from_plans(...)."
+            )
+
+    @classmethod
+    def gradual(cls, every: int = 1, *, start: int = 1, unit: str = "epoch",
+                freeze_bn_stats: bool = True, train_bn: bool = False) -> UnfreezeSchedule:
+        """Thaw one more layer group, from the head down, every ``every`` epochs (or steps).
+
+        Args:
+            every: epochs (or steps) between two thaws.
+            start: groups trainable at time 0 (1: only the head, as ULMFiT).
+            unit: "epoch" or "step".
+            freeze_bn_stats: BatchNorms of frozen groups keep their running statistics fixed,
+                even in ``train()`` mode (default True: frozen means frozen). A thawed group's
+                BatchNorms update their statistics again.
+            train_bn: the affine parameters of normalisation layers in frozen groups train
+                anyway (fastai's ``train_bn``); independent of ``freeze_bn_stats``, which alone
+                decides whether their running statistics move.
+
+        Example:
+            >>> s = UnfreezeSchedule.gradual(every=2, start=1)
+            >>> [s.plan_at(t, n_groups=3).unlocked_groups for t in range(6)]
+            [1, 1, 2, 2, 3, 3]
+        """
+        for label, value, low in (("every", every, 1), ("start", start, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise PlanError(f"{label} must be an int >= {low}, got {value!r}.")
+        return cls(every=every, start=start, unit=unit, freeze_bn_stats=freeze_bn_stats,
+                   train_bn=train_bn)
+
+    @classmethod
+    def from_plans(cls, plans: Mapping[int, Plan], *, unit: str = "epoch") -> UnfreezeSchedule:
+        """An explicit schedule: ``plans[t]`` holds from time ``t`` until the next key.
+
+        Example:
+            >>> s = UnfreezeSchedule.from_plans({0: Plan.lock(1), 3: Plan()})
+            >>> str(s.plan_at(2, n_groups=4)), str(s.plan_at(3, n_groups=4))
+            ('Plan(freeze **, unfreeze group:-1:; unlocked_groups=1)', 'Plan(everything trainable)')
+        """
+        if not isinstance(plans, Mapping) or not plans:
+            raise PlanError(f"plans must be a non-empty {{time: Plan}} mapping, got {plans!r}.")
+        bad = [t for t in plans if isinstance(t, bool) or not isinstance(t, int) or t < 0]
+        if bad:
+            raise PlanError(f"schedule times must be non-negative ints, got {bad[0]!r}.")
+        if 0 not in plans:
+            raise PlanError(
+                f"an explicit schedule needs a plan for time 0 (what trains from the start); "
+                f"got times {sorted(plans)}."
+            )
+        wrong = [p for p in plans.values() if not isinstance(p, Plan)]
+        if wrong:
+            raise PlanError(f"schedule values must be Plans, got {type(wrong[0]).__name__}.")
+        return cls(plans=tuple(sorted(plans.items(), key=lambda item: item[0])), unit=unit)
+
+    def plan_at(self, time: int, n_groups: int) -> Plan:
+        """The plan that holds at ``time`` on a model with ``n_groups`` layer groups."""
+        if self.every is not None:
+            unlocked = min(self.start + time // self.every, n_groups)
+            return Plan.lock(unlocked, self.freeze_bn_stats).with_bn(train_bn=self.train_bn)
+        current = self.plans[0][1]
+        for start, plan in self.plans:
+            if start <= time:
+                current = plan
+        return current
+
+
+class Unfreezer:
+    """Apply an :class:`UnfreezeSchedule` to one model and grow its optimizer as groups thaw.
+
+    Args:
+        model: the model (the plan for time 0 is applied right away).
+        schedule: the schedule.
+        lr: base learning rate of newly added groups (times their layer-wise ``lr_scale``).
+        weight_decay, layer_decay, no_decay, min_scale: as for :func:`frostline.param_groups`.
+        **group_options: passed to ``fl.groups`` (``coarse``, ``spec``, ...).
+
+    Example:
+        >>> import torch, frostline as fl
+        >>> net = torch.nn.Sequential(*[torch.nn.Linear(4, 4) for _ in range(3)])
+        >>> unfreezer = fl.Unfreezer(net, fl.UnfreezeSchedule.gradual(every=1), lr=0.1)
+        >>> opt = torch.optim.SGD(unfreezer.param_groups(), lr=0.1)
+        >>> [g["name"] for g in unfreezer.step(1, opt)]
+        ['no_decay']
+        >>> sum(len(g["params"]) for g in opt.param_groups)
+        4
+    """
+
+    def __init__(self, model: nn.Module, schedule: UnfreezeSchedule, *, lr: float,
+                 weight_decay: float = 0.0, layer_decay: float | None = None,
+                 no_decay: Any = DEFAULT_NO_DECAY, min_scale: float = 0.0,
+                 **group_options: Any) -> None:
+        if not isinstance(schedule, UnfreezeSchedule):
+            raise PlanError(
+                f"expected an UnfreezeSchedule, got {type(schedule).__name__}; build one with "
+                "fl.UnfreezeSchedule.gradual(every=...) or fl.UnfreezeSchedule.from_plans(...)."
+            )
+        self.model = model
+        self.schedule = schedule
+        self._options = dict(lr=lr, weight_decay=weight_decay, layer_decay=layer_decay,
+                             no_decay=no_decay, min_scale=min_scale)
+        self._group_options = group_options
+        view = build_view(model)
+        self.groups: Groups = torch_groups(model, view, **group_options)
+        self.time = 0
+        self.plan = schedule.plan_at(0, len(self.groups))
+        self.added: list[dict[str, Any]] = []
+        self._apply(self.plan)
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Parameter groups of what trains now, for building the optimizer at the start."""
+        return build_param_groups(self.model, groups=self.groups, **self._options)
+
+    def step(self, time: int, optimizer: torch.optim.Optimizer,
+             scheduler: Any = None) -> list[dict[str, Any]]:
+        """Move to ``time`` (an epoch or step count): apply its plan and grow ``optimizer``.
+
+        Call it at the start of every epoch (or step) with the same optimizer. Parameters that
+        the plan freezes again stay in the optimizer (their state is kept) but their ``.grad``
+        is set to None so no optimizer moves them.
+
+        Args:
+            time: the current epoch (or step), from 0.
+            optimizer: the optimizer to add newly trainable parameters to.
+            scheduler: an LR scheduler of ``optimizer`` to extend (see :func:`extend_scheduler`).
+
+        Returns:
+            The parameter groups added now (empty when nothing thawed).
+        """
+        self.time = time
+        plan = self.schedule.plan_at(time, len(self.groups))
+        if plan != self.plan:
+            self.plan = plan
+            self._apply(plan)
+        in_optimizer = {id(p) for g in optimizer.param_groups for p in g["params"]}
+        for group in optimizer.param_groups:
+            for param in group["params"]:
+                if not param.requires_grad:
+                    param.grad = None
+        fresh = {n for n, p in self.model.named_parameters()
+                 if p.requires_grad and id(p) not in in_optimizer}
+        if not fresh:
+            return []
+        new = build_param_groups(self.model, groups=self.groups, only=fresh, **self._options)
+        self._add(optimizer, new, scheduler)
+        return new
+
+    def state_dict(self) -> dict[str, Any]:
+        """The time and the groups added so far (by parameter name), for checkpoints."""
+        return {"version": _STATE_VERSION, "time": self.time, "added": [dict(g) for g in self.added]}
+
+    def load_state_dict(self, state: Mapping[str, Any], optimizer: torch.optim.Optimizer,
+                        scheduler: Any = None) -> None:
+        """Restore a :meth:`state_dict` onto a fresh model, optimizer and scheduler.
+
+        Thaws what was thawed at the saved time and re-adds the saved groups in their order, so
+        ``optimizer.load_state_dict`` (call it next) finds the same groups.
+
+        Raises:
+            CheckpointError: the state is malformed, or names parameters the model lacks.
+        """
+        if not isinstance(state, Mapping) or state.get("version") != _STATE_VERSION or not (
+                isinstance(state.get("time"), int) and isinstance(state.get("added"), list)):
+            raise CheckpointError(
+                f"not an Unfreezer state (version {_STATE_VERSION} with 'time' and 'added'): "
+                f"got {state!r:.200}."
+            )
+        if self.added:
+            raise CheckpointError(
+                "this Unfreezer already added groups; load its state right after building the "
+                "model, the optimizer and the scheduler, before the first step."
+            )
+        self.time = state["time"]
+        self.plan = self.schedule.plan_at(self.time, len(self.groups))
+        self._apply(self.plan)
+        params = dict(self.model.named_parameters())
+        restored = []
+        for saved in state["added"]:
+            missing = [n for n in saved["param_names"] if n not in params]
+            if missing:
+                raise CheckpointError(
+                    f"the saved unfreezing state names '{missing[0]}', which this model lacks; "
+                    "load it onto the same architecture it was saved from."
+                )
+            group = {k: v for k, v in saved.items() if k != "param_names"}
+            group["params"] = [params[n] for n in saved["param_names"]]
+            restored.append(group)
+        self._add(optimizer, restored, scheduler)
+
+    def _apply(self, plan: Plan) -> None:
+        view = build_view(self.model)
+        mask = plan.evaluate(view, self.groups)
+        from ._backend import BACKEND
+
+        BACKEND.apply(self.model, mask, plan)
+
+    def _add(self, optimizer: torch.optim.Optimizer, new: Sequence[dict[str, Any]],
+             scheduler: Any) -> None:
+        names = {id(p): n for n, p in self.model.named_parameters()}
+        named = any("param_names" in g for g in optimizer.param_groups)
+        for group in new:
+            param_names = [names[id(p)] for p in group["params"]]
+            if named:
+                group["param_names"] = param_names
+            optimizer.add_param_group(group)
+            record = {k: v for k, v in group.items() if k not in ("params", "initial_lr")}
+            record["param_names"] = param_names
+            self.added.append(record)
+        if scheduler is not None:
+            extend_scheduler(scheduler, new)
+
+
+def extend_scheduler(scheduler: Any, new_groups: Sequence[dict[str, Any]]) -> None:
+    """Tell an LR scheduler about parameter groups added to its optimizer after it was built.
+
+    Appends each group's initial rate to ``base_lrs`` (and sets the group's ``initial_lr``),
+    its ``lr_lambdas`` entry (a copy of the first one) for ``LambdaLR``/``MultiplicativeLR``,
+    its ``min_lrs`` entry for ``ReduceLROnPlateau``, and recurses into ``SequentialLR`` and
+    ``ChainedScheduler``. A ``LambdaLR`` group then starts at ``initial_lr * lambda(epoch)``,
+    where the schedule is now.
+
+    Raises:
+        PlanError: for ``OneCycleLR`` and ``CyclicLR``, whose per-group settings live in the
+            param groups themselves (rebuild those schedulers after thawing instead).
+    """
+    from torch.optim import lr_scheduler as sched
+
+    if isinstance(scheduler, (sched.OneCycleLR, sched.CyclicLR)):
+        raise PlanError(
+            f"{type(scheduler).__name__} keeps per-group settings in the optimizer's param "
+            "groups and cannot be extended; rebuild it after the groups were added."
+        )
+    children = getattr(scheduler, "_schedulers", None)
+    if isinstance(scheduler, (sched.SequentialLR, sched.ChainedScheduler)) and children:
+        for child in children:
+            extend_scheduler(child, new_groups)
+    if isinstance(scheduler, sched.ReduceLROnPlateau):
+        scheduler.min_lrs.extend([scheduler.min_lrs[0]] * len(new_groups))
+        return
+    lambdas = getattr(scheduler, "lr_lambdas", None)
+    for group in new_groups:
+        initial = group.setdefault("initial_lr", group["lr"])
+        if isinstance(scheduler, sched.SequentialLR | sched.ChainedScheduler):
+            continue
+        scheduler.base_lrs.append(initial)
+        if lambdas is not None:
+            lambdas.append(lambdas[0])
+            if isinstance(scheduler, sched.LambdaLR):
+                group["lr"] = initial * lambdas[0](scheduler.last_epoch)
+        scheduler._last_lr.append(group["lr"])
