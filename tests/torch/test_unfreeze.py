@@ -1,0 +1,242 @@
+"""Gradual unfreezing: schedules that thaw groups and grow a live optimizer."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import timm
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+
+import frostline as fl
+
+
+def tiny_vit() -> nn.Module:
+    torch.manual_seed(0)
+    return timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8,
+                             depth=3, embed_dim=32, num_heads=2, num_classes=3)
+
+
+def tiny_resnet() -> nn.Module:
+    torch.manual_seed(0)
+    return timm.create_model("resnet10t", pretrained=False, num_classes=3)
+
+
+def images(seed: int = 1, n: int = 4) -> torch.Tensor:
+    return torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, seed: int = 1) -> None:
+    optimizer.zero_grad()
+    model(images(seed)).square().mean().backward()
+    optimizer.step()
+
+
+def trainable(model: nn.Module) -> set[str]:
+    return {n for n, p in model.named_parameters() if p.requires_grad}
+
+
+def in_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
+    names = {id(p): n for n, p in model.named_parameters()}
+    return [names[id(p)] for g in optimizer.param_groups for p in g["params"]]
+
+
+def top_groups(model: nn.Module, k: int) -> set[str]:
+    return {n for g in list(fl.groups(model))[-k:] for n in g.parameter_names}
+
+
+def test_gradual_schedule_thaws_one_more_group_every_n_epochs():
+    model = tiny_vit()
+    unfreezer = fl.Unfreezer(model, fl.UnfreezeSchedule.gradual(every=2, start=1), lr=1e-3)
+    optimizer = torch.optim.AdamW(unfreezer.param_groups())
+    n_groups = len(fl.groups(model))
+    for epoch in range(2 * n_groups + 1):
+        unfreezer.step(epoch, optimizer)
+        expected = top_groups(model, min(1 + epoch // 2, n_groups))
+        assert trainable(model) == expected
+        assert sorted(in_optimizer(model, optimizer)) == sorted(expected)
+        train_step(model, optimizer)
+
+
+def test_parameters_are_never_added_twice():
+    model = tiny_vit()
+    unfreezer = fl.Unfreezer(model, fl.UnfreezeSchedule.gradual(every=1), lr=1e-3)
+    optimizer = torch.optim.SGD(unfreezer.param_groups(), lr=1e-3)
+    assert unfreezer.step(1, optimizer)
+    assert unfreezer.step(1, optimizer) == []
+    unfreezer.step(2, optimizer)
+    names = in_optimizer(model, optimizer)
+    assert len(names) == len(set(names)) == len(top_groups(model, 3))
+
+
+def test_added_groups_get_the_lr_and_decay_param_groups_would_give():
+    model = tiny_vit()
+    schedule = fl.UnfreezeSchedule.gradual(every=1, start=1)
+    options = dict(lr=0.1, weight_decay=0.05, layer_decay=0.5)
+    unfreezer = fl.Unfreezer(model, schedule, **options)
+    optimizer = torch.optim.AdamW(unfreezer.param_groups())
+    for epoch in range(len(fl.groups(model))):
+        unfreezer.step(epoch, optimizer)
+    reference = fl.param_groups(model, **options)
+
+    def settings(groups: list[dict]) -> dict[str, tuple]:
+        names = {id(p): n for n, p in model.named_parameters()}
+        return {names[id(p)]: (g["lr"], g["lr_scale"], g["weight_decay"])
+                for g in groups for p in g["params"]}
+
+    assert settings(optimizer.param_groups) == settings(reference)
+
+
+def test_optimizer_state_of_already_trainable_parameters_is_kept():
+    model = tiny_vit()
+    unfreezer = fl.Unfreezer(model, fl.UnfreezeSchedule.gradual(every=1), lr=1e-2)
+    optimizer = torch.optim.AdamW(unfreezer.param_groups())
+    train_step(model, optimizer)
+    head = model.head.weight
+    state_before = optimizer.state[head]
+    exp_avg = state_before["exp_avg"].clone()
+    added = unfreezer.step(1, optimizer)
+    new_params = [p for g in added for p in g["params"]]
+    assert optimizer.state[head] is state_before
+    assert torch.equal(optimizer.state[head]["exp_avg"], exp_avg)
+    assert all(p not in optimizer.state for p in new_params)
+    train_step(model, optimizer)
+    assert all(optimizer.state[p]["step"] == 1 for p in new_params)
+    assert optimizer.state[head]["step"] == 2
+
+
+def test_lambda_lr_without_extension_fails_on_added_groups():
+    model = tiny_vit()
+    unfreezer = fl.Unfreezer(model, fl.UnfreezeSchedule.gradual(every=1), lr=0.1)
+    optimizer = torch.optim.SGD(unfreezer.param_groups(), lr=0.1)
+    scheduler = LambdaLR(optimizer, lambda epoch: 0.5 ** epoch)
+    train_step(model, optimizer)
+    scheduler.step()
+    unfreezer.step(1, optimizer)
+    with pytest.raises(ValueError, match="zip"):
+        scheduler.step()
+
+
+def test_lambda_lr_keeps_scheduling_groups_added_with_the_scheduler():
+    model = tiny_vit()
+    unfreezer = fl.Unfreezer(model, fl.UnfreezeSchedule.gradual(every=1), lr=0.1,
+                             layer_decay=0.5)
+    optimizer = torch.optim.SGD(unfreezer.param_groups(), lr=0.1)
+    factor = lambda epoch: 0.5 ** epoch  # noqa: E731 - a schedule is a lambda by nature
+    scheduler = LambdaLR(optimizer, factor)
+    for epoch in range(4):
+        unfreezer.step(epoch, optimizer, scheduler)
+        for group in optimizer.param_groups:
+            assert group["lr"] == pytest.approx(0.1 * group["lr_scale"] * factor(epoch))
+        train_step(model, optimizer)
+        scheduler.step()
+    assert len(optimizer.param_groups) == len(scheduler.base_lrs) > 2
+
+
+def test_checkpoint_resume_round_trips_the_optimizer_with_added_groups():
+    schedule = fl.UnfreezeSchedule.gradual(every=1, start=1)
+    options = dict(lr=1e-2, weight_decay=0.05, layer_decay=0.7)
+
+    def build() -> tuple:
+        model = tiny_vit()
+        unfreezer = fl.Unfreezer(model, schedule, **options)
+        optimizer = torch.optim.AdamW(unfreezer.param_groups())
+        return model, unfreezer, optimizer, LambdaLR(optimizer, lambda e: 0.9 ** e)
+
+    model, unfreezer, optimizer, scheduler = build()
+    for epoch in range(3):
+        unfreezer.step(epoch, optimizer, scheduler)
+        train_step(model, optimizer, seed=epoch)
+        scheduler.step()
+    buffer = io.BytesIO()
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "unfreezer": unfreezer.state_dict()}, buffer)
+    buffer.seek(0)
+    saved = torch.load(buffer, weights_only=True)
+
+    model2, unfreezer2, optimizer2, scheduler2 = build()
+    model2.load_state_dict(saved["model"])
+    unfreezer2.load_state_dict(saved["unfreezer"], optimizer2, scheduler2)
+    optimizer2.load_state_dict(saved["optimizer"])
+    scheduler2.load_state_dict(saved["scheduler"])
+    assert in_optimizer(model2, optimizer2) == in_optimizer(model, optimizer)
+    for epoch in range(3, 5):
+        for m, u, o, s in ((model, unfreezer, optimizer, scheduler),
+                           (model2, unfreezer2, optimizer2, scheduler2)):
+            u.step(epoch, o, s)
+            train_step(m, o, seed=epoch)
+            s.step()
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                 model2.state_dict().values()))
+    assert [g["lr"] for g in optimizer.param_groups] == [g["lr"] for g in optimizer2.param_groups]
+
+
+def test_explicit_schedule_applies_each_plan_from_its_epoch():
+    model = tiny_vit()
+    plans = {0: fl.Plan().freeze("**").unfreeze("head.*"),
+             2: fl.Plan().freeze("**").unfreeze("head.* | blocks.2.*")}
+    unfreezer = fl.Unfreezer(model, fl.UnfreezeSchedule.from_plans(plans), lr=1e-3)
+    optimizer = torch.optim.SGD(unfreezer.param_groups(), lr=1e-3)
+    seen = []
+    for epoch in range(4):
+        unfreezer.step(epoch, optimizer)
+        seen.append(sorted({n.split(".")[0] + (n.split(".")[1] if n.startswith("blocks") else "")
+                            for n in trainable(model)}))
+    assert seen == [["head"], ["head"], ["blocks2", "head"], ["blocks2", "head"]]
+
+
+def test_refrozen_parameters_keep_their_state_but_lose_their_gradient():
+    model = tiny_vit()
+    plans = {0: fl.Plan().freeze("**").unfreeze("head.* | blocks.2.*"),
+             1: fl.Plan().freeze("**").unfreeze("head.*")}
+    unfreezer = fl.Unfreezer(model, fl.UnfreezeSchedule.from_plans(plans), lr=1e-2)
+    optimizer = torch.optim.AdamW(unfreezer.param_groups(), weight_decay=0.1)
+    train_step(model, optimizer)
+    weight = model.blocks[2].mlp.fc1.weight
+    state = optimizer.state[weight]
+    unfreezer.step(1, optimizer)
+    assert weight.grad is None and optimizer.state[weight] is state
+    with fl.guard(model):
+        train_step(model, optimizer)
+
+
+@pytest.mark.parametrize("freeze_bn_stats", [True, False])
+@pytest.mark.parametrize("train_bn", [True, False])
+def test_train_bn_and_freeze_bn_stats_act_independently(train_bn, freeze_bn_stats):
+    model = tiny_resnet()
+    schedule = fl.UnfreezeSchedule.gradual(every=10, start=1, train_bn=train_bn,
+                                           freeze_bn_stats=freeze_bn_stats)
+    unfreezer = fl.Unfreezer(model, schedule, lr=0.1)
+    optimizer = torch.optim.SGD(unfreezer.param_groups(), lr=0.1, momentum=0.9)
+    model.train()
+    bn = model.bn1
+    before = {n: t.clone() for n, t in [*bn.named_parameters(), *bn.named_buffers()]}
+    assert not model.layer1[0].conv1.weight.requires_grad
+    conv_before = model.layer1[0].conv1.weight.clone()
+    train_step(model, optimizer)
+    assert bn.weight.requires_grad is train_bn
+    assert torch.equal(bn.weight, before["weight"]) is not train_bn
+    assert torch.equal(bn.bias, before["bias"]) is not train_bn
+    assert torch.equal(bn.running_mean, before["running_mean"]) is freeze_bn_stats
+    assert torch.equal(bn.running_var, before["running_var"]) is freeze_bn_stats
+    assert torch.equal(model.layer1[0].conv1.weight, conv_before)
+
+
+def test_explicit_schedule_without_a_plan_for_time_zero_is_refused():
+    with pytest.raises(fl.PlanError, match=r"needs a plan for time 0 .*got times \[2\]"):
+        fl.UnfreezeSchedule.from_plans({2: fl.Plan()})
+
+
+def test_gradual_schedule_with_zero_interval_is_refused():
+    with pytest.raises(fl.PlanError, match="every must be an int >= 1, got 0"):
+        fl.UnfreezeSchedule.gradual(every=0)
+
+
+def test_malformed_unfreezer_state_is_refused():
+    model = tiny_vit()
+    unfreezer = fl.Unfreezer(model, fl.UnfreezeSchedule.gradual(), lr=1e-3)
+    optimizer = torch.optim.SGD(unfreezer.param_groups(), lr=1e-3)
+    with pytest.raises(fl.CheckpointError, match="not an Unfreezer state"):
+        unfreezer.load_state_dict({"time": 1}, optimizer)
