@@ -310,7 +310,9 @@ def _children(leaves: Sequence[Leaf]) -> dict[str, list[str]]:
 def _best_run(leaves: Sequence[Leaf], classes: Mapping[str, type],
               numel: Mapping[str, int]) -> _Run | None:
     best: _Run | None = None
-    for parent, children in _children(leaves).items():
+    best_rank: tuple[bool, int, int] | None = None
+    tree = _children(leaves)
+    for parent, children in tree.items():
         run: list[str] = []
         for child in [*children, None]:
             cls = classes.get(child) if child is not None else None
@@ -320,8 +322,10 @@ def _best_run(leaves: Sequence[Leaf], classes: Mapping[str, type],
             if len(run) >= 2:
                 candidate = _Run(parent, tuple(run), classes[run[0]].__name__,
                                  sum(numel.get(c, 0) for c in run))
-                if best is None or (candidate.numel, len(candidate.children)) > (
-                        best.numel, len(best.children)):
-                    best = candidate
+                # Blocks are modules made of modules: a run of them beats a run of plain layers
+                # (BERT's three embedding tables outweigh its encoder layers, but are no trunk).
+                rank = (run[0] in tree, candidate.numel, len(candidate.children))
+                if best_rank is None or rank > best_rank:
+                    best, best_rank = candidate, rank
             run = [child] if child is not None and cls is not None else []
     return best
