@@ -226,7 +226,7 @@ class Plan:
         if unknown:
             raise PlanError(f"unknown plan keys {unknown}; allowed keys are {list(_PLAN_KEYS)}.")
         version = data.get("version", SCHEMA_VERSION)
-        if version != SCHEMA_VERSION:
+        if type(version) is not int or version != SCHEMA_VERSION:  # true and 1.0 are not 1
             raise PlanError(
                 f"plan schema version {version!r} is not supported; this frostline reads "
                 f"version {SCHEMA_VERSION}."

@@ -113,7 +113,7 @@ class Name(Selector):
         return frozenset(self.names)
 
     def to_string(self) -> str:
-        return "name:" + ",".join(self.names)
+        return "name:" + _quote(",".join(self.names))
 
     def hint(self, ctx: MatchContext) -> str:
         return _did_you_mean(self.names, ctx.view.all_keys, "name:")
@@ -159,7 +159,7 @@ class Path(Selector):
 
     def to_string(self) -> str:
         return ",".join(self.globs) if all(_is_bare_glob(g) for g in self.globs) else (
-            "path:" + ",".join(self.globs))
+            "path:" + _quote(",".join(self.globs)))
 
     def hint(self, ctx: MatchContext) -> str:
         # The root's path is "", which would "match" any glob after its literal part.
@@ -236,7 +236,8 @@ class ModuleType(Selector):
         return False
 
     def to_string(self) -> str:
-        return "type:" + ",".join(t if isinstance(t, str) else t.__name__ for t in self.types)
+        return "type:" + _quote(",".join(
+            t if isinstance(t, str) else t.__name__ for t in self.types))
 
     def hint(self, ctx: MatchContext) -> str:
         names = {c.__name__ for cls in ctx.view.all_classes for c in cls.__mro__}
@@ -263,7 +264,7 @@ class ClassName(Selector):
         return False
 
     def to_string(self) -> str:
-        return "class:" + ",".join(self.names)
+        return "class:" + _quote(",".join(self.names))
 
     def hint(self, ctx: MatchContext) -> str:
         return _did_you_mean(self.names, {c.__name__ for c in ctx.view.all_classes}, "class:")
