@@ -114,3 +114,14 @@ def linen_style_params(seed: int = 0) -> dict:
 def batch(seed: int = 1, n: int = 16, features: int = 3):
     kx, ky = jax.random.split(jax.random.key(seed))
     return jax.random.normal(kx, (n, features)), jax.random.normal(ky, (n, 2))
+
+
+def arrays_by_name(tree) -> dict:
+    """Every array leaf of a (possibly holed) pytree as a NumPy array, by dotted key path."""
+    import numpy as np
+
+    def key(k):
+        return str(getattr(k, "name", getattr(k, "idx", getattr(k, "key", k))))
+
+    return {".".join(key(k) for k in path): np.asarray(leaf)
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0] if eqx.is_array(leaf)}

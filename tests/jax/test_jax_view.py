@@ -77,3 +77,12 @@ def test_numpy_pytree_is_handled_by_the_jax_backend():
 def test_pytree_with_a_non_array_leaf_is_refused():
     with pytest.raises(fl.BackendError, match="does not know how to handle"):
         fl.view({"w": jnp.ones(2), "lr": 0.1})
+
+
+def test_nnx_order_survives_a_jitted_call_that_reassigns_attributes():
+    from flax import nnx
+
+    model = NnxNet()
+    first = fl.view(model).names
+    nnx.jit(lambda m: m(jnp.ones((2, 3))))(model)
+    assert fl.view(model).names == first

@@ -2,12 +2,13 @@
 
 Names are the graph paths joined with dots (``blocks.0.lin.kernel``). ``nnx.Param`` variables
 are kind "param"; every other variable (``BatchStat``, RNG state, ...) is kind "buffer". Leaves
-come in definition order (NNX itself sorts attributes by name, which would put ``head`` before
-``stem``).
+come in definition order, as first seen (NNX itself sorts attributes by name, which would put
+``head`` before ``stem``).
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,21 @@ def _graph(model: nnx.Module) -> dict[tuple[Any, ...], Any]:
     return dict(nnx.iter_graph(model))
 
 
+# The attribute order of each module when frostline first saw it. NNX transforms (nnx.jit,
+# nnx.update) re-assign attributes in sorted order, which would move ``head`` before ``stem``
+# and change the groups between two calls.
+_FIRST_ORDER: weakref.WeakKeyDictionary[Any, tuple[Any, ...]] = weakref.WeakKeyDictionary()
+
+
+def _attribute_order(node: Any) -> tuple[Any, ...]:
+    current = tuple(node) if isinstance(node, dict) else tuple(vars(node))
+    try:
+        first = _FIRST_ORDER.setdefault(node, current)
+    except TypeError:  # unhashable or not weakly referenceable: use the order it has now
+        return current
+    return first + tuple(k for k in current if k not in first)
+
+
 def _definition_rank(nodes: dict[tuple[Any, ...], Any], path: tuple[Any, ...]) -> tuple:
     """Sort key that orders graph paths as the attributes were assigned."""
     rank = []
@@ -33,8 +49,7 @@ def _definition_rank(nodes: dict[tuple[Any, ...], Any], path: tuple[Any, ...]) -
         if isinstance(key, int):
             rank.append((key, ""))
             continue
-        parent = nodes[path[:depth]]
-        order = list(parent) if isinstance(parent, dict) else list(vars(parent))
+        order = _attribute_order(nodes[path[:depth]])
         rank.append((order.index(key) if key in order else len(order), str(key)))
     return tuple(rank)
 
