@@ -45,6 +45,7 @@ from .core.leaves import Leaf, Owner, TreeView
 from .core.mask import Mask
 from .core.parser import parse
 from .core.plan import Plan, Rule
+from .core.recommend import Recommendation, Thresholds, recommend
 from .core.selectors import (
     Selector,
     class_name,
@@ -69,6 +70,9 @@ _LAZY = {
     "save_trainable": "frostline.torch._checkpoint",
     "load_trainable": "frostline.torch._checkpoint",
     "check_ddp": "frostline.torch._ddp",
+    "sweep": "frostline.torch._sweep",
+    "Setting": "frostline.torch._sweep",
+    "SweepResult": "frostline.torch._sweep",
     "param_groups": "frostline.torch._param_groups",
     "UnfreezeSchedule": "frostline.torch._unfreeze",
     "Unfreezer": "frostline.torch._unfreeze",
@@ -98,12 +102,14 @@ __all__ = [
     "Mask",
     "Owner",
     "Plan",
+    "Recommendation",
     "PlanError",
     "Rule",
     "Selector",
     "SelectorError",
     "SelectorSyntaxError",
     "Summary",
+    "Thresholds",
     "TiedWeightError",
     "TreeView",
     "apply",
@@ -123,6 +129,7 @@ __all__ = [
     "partition",
     "path",
     "regex",
+    "recommend",
     "register_backend",
     "snapshot",
     "summary",

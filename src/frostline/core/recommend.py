@@ -229,12 +229,12 @@ def _count(size: str, n_groups: int) -> int:
 
 def _size_reason(size: str, n_train: int, t: Thresholds) -> str:
     rule = {
-        "tiny": f"fewer than {t.small:,}: only the head trains (linear probe)",
-        "small": f"{t.small:,} to {t.medium - 1:,}: the last 2 groups train",
-        "medium": f"{t.medium:,} to {t.large - 1:,}: the top half of the groups trains",
-        "large": f"{t.large:,} or more: every group trains",
+        "tiny": f"below {t.small:,}, only the head trains (a linear probe)",
+        "small": f"{t.small:,} to {t.medium - 1:,}, the last 2 groups train",
+        "medium": f"{t.medium:,} to {t.large - 1:,}, the top half of the groups trains",
+        "large": f"{t.large:,} or more, every group trains",
     }[size]
-    return f"{n_train:,} training examples is {size} ({rule})"
+    return f"{n_train:,} training examples is {size}: {rule}"
 
 
 def _top_strategy(count: int, n_groups: int, shift: str, reasons: list[str]) -> str:

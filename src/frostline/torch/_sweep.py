@@ -153,6 +153,16 @@ class SweepResult:
             return None
         return self.baseline.seconds / self.seconds
 
+    @property
+    def cached_speedup(self) -> float | None:
+        """The same ratio over only the settings that read cached features (cache time included)."""
+        if self.baseline is None:
+            return None
+        used = {row.label for row in self.rows if row.cached_groups}
+        mine = self.cache_seconds + sum(r.seconds for r in self.rows if r.label in used)
+        theirs = sum(r.seconds for r in self.baseline.rows if r.label in used)
+        return theirs / mine if used and mine else None
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "groups": list(self.group_names),
@@ -166,6 +176,7 @@ class SweepResult:
         if self.baseline is not None:
             out["uncached"] = self.baseline.to_dict()
             out["speedup"] = self.speedup
+            out["cached_speedup"] = self.cached_speedup
         return out
 
 

@@ -1,0 +1,217 @@
+"""``frostline sweep`` and ``frostline demo``: measure the frost line on the demo tasks."""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+from typing import Any
+
+from rich.table import Table
+
+from .._report import render
+from ._output import echo, emit_json, progress_bar
+
+TASKS = ("new-digits", "noisy")
+
+
+def _budget_arguments(parser: argparse.ArgumentParser, epochs: int) -> None:
+    parser.add_argument("--epochs", type=_positive, default=epochs,
+                        help=f"training epochs per setting (default {epochs})")
+    parser.add_argument("--no-compare", action="store_true",
+                        help="skip the uncached run (no speed ratio, half the time)")
+    parser.add_argument("--plot", metavar="FILE", help="write the PNG plot to FILE")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def add_sweep(commands: Any) -> None:
+    parser = commands.add_parser(
+        "sweep", help="train every frost line on the demo data and compare",
+        description="Train each setting (the last k groups, LP-FT, surgical first groups) of the "
+        "demo network on one demo task with the same small budget; report validation accuracy, "
+        "time per epoch, trainable parameters and training memory, with and without the "
+        "feature cache.")
+    parser.add_argument("--task", choices=TASKS, default="new-digits",
+                        help="demo task (default new-digits)")
+    parser.add_argument("--unlocked", metavar="RANGE",
+                        help="group counts to try, e.g. '1-5' or '1,2,5' (default: all)")
+    parser.add_argument("--no-lp-ft", action="store_true", help="leave out LP-FT")
+    parser.add_argument("--surgical", metavar="LIST", default="",
+                        help="also train the first k groups, e.g. '1,2'")
+    parser.add_argument("--batch-size", type=_positive, default=32)
+    parser.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-cache", action="store_true",
+                        help="train every setting on the whole model")
+    _budget_arguments(parser, epochs=8)
+    parser.set_defaults(run=run_sweep)
+
+
+def add_demo(commands: Any) -> None:
+    parser = commands.add_parser(
+        "demo", help="the main job on the embedded default (offline, under 3 minutes)",
+        description="Transfer the shipped CNN (pretrained on digits 0-4) to digits 5-9 and to "
+        "noisy digits 0-4; for each, recommend a frost line and sweep every setting, printing "
+        "the recommendation next to the measured best.")
+    _budget_arguments(parser, epochs=8)
+    parser.set_defaults(run=run_demo, plot="frostline-demo.png")
+    parser.add_argument("--no-plot", action="store_true", help="do not write the plot")
+
+
+def _counts(text: str, n_groups: int, option: str) -> list[int]:
+    from . import UsageError
+
+    counts: list[int] = []
+    try:
+        for part in filter(None, text.split(",")):
+            low, _, high = part.partition("-")
+            counts += list(range(int(low), int(high or low) + 1))
+    except ValueError:
+        raise UsageError(f"{option} {text!r}: expected counts like '1-5' or '1,2,5'.") from None
+    bad = [k for k in counts if not 1 <= k <= n_groups]
+    if bad:
+        raise UsageError(f"{option} {text!r}: the demo network has {n_groups} groups; use counts "
+                         f"from 1 to {n_groups}.")
+    return list(dict.fromkeys(counts))
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    from ..demo._run import TaskResult, deterministic, model_factory
+    from ..demo._data import tasks
+    from ..core.recommend import recommend
+    from ..torch._sweep import Setting, sweep
+
+    task = next(t for t in tasks() if t.name == args.task)
+    make = model_factory(task)
+    rec = recommend(make(), len(task.train[1]), task.domain_shift, new_head=task.new_head)
+    n = rec.n_groups
+    settings = [Setting.lock(k) for k in _counts(args.unlocked or f"1-{n}", n, "--unlocked")]
+    if not args.no_lp_ft:
+        settings.append(Setting.lp_ft(n))
+    settings += [Setting.surgical(k, head=task.new_head)
+                 for k in _counts(args.surgical, n - 1, "--surgical")]
+    chosen = Setting.from_recommendation(rec)
+    if chosen.label not in {s.label for s in settings}:
+        settings.append(chosen)
+    compare = not args.no_compare and not args.no_cache
+    steps = len(settings) * args.epochs * (2 if compare else 1)
+    start = time.perf_counter()
+    with deterministic(), progress_bar(f"sweep {task.name}", steps) as advance:
+        result = sweep(make, task.train, task.val, settings, epochs=args.epochs,
+                       batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                       cache=not args.no_cache, compare_uncached=compare, progress=advance)
+    outcome = TaskResult(task, rec, chosen.label, result)
+    _finish([outcome], args, time.perf_counter() - start,
+            budget=f"{args.epochs} epochs per setting, batch {args.batch_size}, Adam lr "
+                   f"{args.lr:g}, seed {args.seed}")
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from ..demo._run import demo_steps, run_demo as demo
+
+    compare = not args.no_compare
+    start = time.perf_counter()
+    with progress_bar("demo", demo_steps(args.epochs, compare)) as advance:
+        outcomes = demo(args.epochs, compare_uncached=compare, progress=advance)
+    if args.no_plot:
+        args.plot = None
+    _finish(outcomes, args, time.perf_counter() - start,
+            budget=f"{args.epochs} epochs per setting, batch 32, Adam lr 0.003, seed 0")
+    return 0
+
+
+def _finish(outcomes: list[Any], args: argparse.Namespace, seconds: float, budget: str) -> None:
+    plot = _plot(outcomes, args.plot) if args.plot else None
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if args.json:
+        emit_json({"budget": budget, "tasks": [_task_dict(o) for o in outcomes],
+                   "plot": plot, "seconds": seconds, "process_peak_rss_mib": peak_rss})
+        return
+    echo("frostline: choose the frost line of a small BatchNorm CNN pretrained on digits 0-4 "
+         "(shipped weights)")
+    echo(f"budget: {budget}; CPU, 1 thread, deterministic algorithms")
+    for outcome in outcomes:
+        echo()
+        echo(_task_text(outcome))
+    echo()
+    echo("train MiB = weights + gradients + Adam state + activations saved for backward in one "
+         f"step, summed over the tensors; process peak RSS (resource) {peak_rss:.0f} MiB")
+    if plot:
+        echo(f"plot: {plot}")
+    echo(f"total {seconds:.1f} s")
+
+
+def _task_text(outcome: Any) -> str:
+    task, rec, result = outcome.task, outcome.recommendation, outcome.result
+    lines = [f"== task {task.name}: {task.description}",
+             f"   {len(task.train[1])} training / {len(task.val[1])} validation images, "
+             f"domain_shift={task.domain_shift!r}", str(rec), render(_table(outcome), width=160)]
+    best, chosen = result.best, outcome.recommended_row
+    gap = 100 * (best.val_accuracy - chosen.val_accuracy)
+    lines.append(f"measured best: {best.label!r} {100 * best.val_accuracy:.2f}%; recommended "
+                 f"{chosen.label!r} {100 * chosen.val_accuracy:.2f}%"
+                 + (" (the best)" if gap == 0 else f" ({gap:.2f} points below the best)"))
+    lines += list(result.notes)
+    if result.baseline is not None:
+        same = [a.val_accuracy == b.val_accuracy
+                for a, b in zip(result.rows, result.baseline.rows)]
+        used = sum(1 for row in result.rows if row.cached_groups)
+        lines.append(
+            f"feature cache, measured side by side: {result.seconds:.2f} s for all "
+            f"{len(result.rows)} settings vs {result.baseline.seconds:.2f} s uncached "
+            f"({result.speedup:.2f}x faster); {result.cached_speedup or 0:.2f}x over the {used} "
+            f"settings that read cached features (computed once in {result.cache_seconds:.2f} s, "
+            "included); validation accuracies "
+            + ("identical" if all(same) else f"differ in {same.count(False)} settings")
+            + " cached vs uncached")
+    return "\n".join(lines)
+
+
+def _table(outcome: Any) -> Table:
+    result = outcome.result
+    base = {r.label: r for r in result.baseline.rows} if result.baseline else {}
+    table = Table(title_justify="left")
+    columns = ["setting", "groups", "trainable", "val acc", "ms/epoch"]
+    if base:
+        columns.append("ms/epoch uncached")
+    columns += ["train MiB", "cached groups", ""]
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("setting", "") else "right")
+    best = result.best.label
+    for row in result.rows:
+        marks = [m for m, on in (("recommended", row.label == outcome.recommended_label),
+                                 ("best", row.label == best)) if on]
+        cells = [row.label, str(row.unlocked_groups), f"{row.trainable_params:,}",
+                 f"{100 * row.val_accuracy:.2f}%", f"{1000 * row.epoch_seconds:.1f}"]
+        if base:
+            cells.append(f"{1000 * base[row.label].epoch_seconds:.1f}")
+        cells += [f"{row.train_memory_mb:.2f}", str(row.cached_groups) if row.cached_groups
+                  else "-", ", ".join(marks)]
+        table.add_row(*cells)
+    return table
+
+
+def _task_dict(outcome: Any) -> dict[str, Any]:
+    task = outcome.task
+    return {"task": task.name, "description": task.description,
+            "n_train": len(task.train[1]), "n_val": len(task.val[1]),
+            "domain_shift": task.domain_shift, "recommendation": outcome.recommendation.to_dict(),
+            "recommended_setting": outcome.recommended_label, "best_setting": outcome.result.best.label,
+            "sweep": outcome.result.to_dict()}
+
+
+def _plot(outcomes: list[Any], path: str) -> str:
+    from ._plot import Panel, plot_sweeps
+
+    panels = [Panel(f"{o.task.name} (domain_shift={o.task.domain_shift!r}): accuracy", o.result,
+                    o.recommended_label)
+              for o in outcomes]
+    return plot_sweeps(panels, path)

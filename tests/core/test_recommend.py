@@ -1,0 +1,169 @@
+"""The recommendation rules: dataset-size thresholds, domain shift, and the plans they give."""
+
+from __future__ import annotations
+
+import pytest
+
+from frostline import GroupError, Plan, PlanError, Recommendation, Thresholds
+from frostline.core.recommend import recommend_for_groups
+
+
+@pytest.mark.parametrize(("n_train", "unlocked"), [
+    (0, 1), (299, 1), (300, 2), (999, 2), (1_000, 4), (9_999, 4), (10_000, 8), (1_000_000, 8),
+])
+def test_size_thresholds_set_how_many_top_groups_train(n_train, unlocked):
+    rec = recommend_for_groups(8, n_train)
+    assert rec.unlocked_groups == unlocked
+    assert rec.trainable_groups == tuple(range(8 - unlocked, 8))
+    assert rec.plan.unlocked_groups == unlocked
+
+
+def test_large_dataset_without_shift_thaws_everything():
+    rec = recommend_for_groups(12, 50_000)
+    assert rec.strategy == "full-fine-tune"
+    assert rec.trainable_groups == tuple(range(12))
+    assert not rec.plan.freeze_bn_stats
+
+
+def test_few_hundred_examples_thaw_the_last_two_groups():
+    rec = recommend_for_groups(12, 400)
+    assert rec.trainable_groups == (10, 11)
+    assert rec.strategy == "partial-fine-tune"
+
+
+def test_tiny_dataset_is_a_linear_probe():
+    rec = recommend_for_groups(6, 120)
+    assert (rec.strategy, rec.trainable_groups) == ("linear-probe", (5,))
+
+
+def test_medium_dataset_thaws_the_top_half_rounded_up():
+    assert recommend_for_groups(7, 5_000).trainable_groups == (3, 4, 5, 6)
+
+
+def test_frozen_groups_keep_their_batchnorm_statistics():
+    assert recommend_for_groups(5, 500).plan.freeze_bn_stats
+    assert "freeze_bn_stats" in " ".join(recommend_for_groups(5, 500).reasons)
+
+
+def test_high_shift_unlocks_one_size_class_more():
+    assert recommend_for_groups(8, 400, "none").unlocked_groups == 2
+    assert recommend_for_groups(8, 400, "high").unlocked_groups == 4
+    assert recommend_for_groups(8, 5_000, "high").unlocked_groups == 8
+
+
+@pytest.mark.parametrize("shift", ["low", "high"])
+def test_shift_with_more_than_the_head_recommends_lp_ft(shift):
+    rec = recommend_for_groups(8, 2_000, shift)
+    assert rec.strategy == "lp-ft"
+    assert any("LP-FT" in reason for reason in rec.reasons)
+
+
+def test_shift_with_only_the_head_stays_a_linear_probe():
+    assert recommend_for_groups(8, 50, "low").strategy == "linear-probe"
+
+
+def test_input_shift_unfreezes_the_first_groups_and_a_new_head():
+    rec = recommend_for_groups(6, 500, "input")
+    assert rec.strategy == "surgical"
+    assert rec.trainable_groups == (0, 1, 5)
+    assert [str(rule) for rule in rec.plan.rules] == [
+        "freeze **", "unfreeze group::2", "unfreeze group:-1:"]
+    assert any("Lee et al." in reason for reason in rec.reasons)
+
+
+def test_input_shift_with_the_source_head_leaves_the_head_frozen():
+    rec = recommend_for_groups(6, 100, "input", new_head=False)
+    assert rec.trainable_groups == (0,)
+    assert [str(rule) for rule in rec.plan.rules] == ["freeze **", "unfreeze group::1"]
+
+
+def test_input_shift_with_a_large_dataset_thaws_everything():
+    rec = recommend_for_groups(4, 20_000, "input")
+    assert rec.trainable_groups == (0, 1, 2, 3)
+    assert rec.strategy == "full-fine-tune"
+
+
+def test_output_shift_keeps_to_the_top_half():
+    rec = recommend_for_groups(3, 400, "output")
+    assert rec.trainable_groups == (1, 2)
+    assert recommend_for_groups(3, 5_000, "output").trainable_groups == (1, 2)
+    assert recommend_for_groups(3, 50_000, "output").trainable_groups == (0, 1, 2)
+
+
+def test_more_groups_asked_than_exist_are_capped():
+    assert recommend_for_groups(1, 500).trainable_groups == (0,)
+
+
+def test_custom_thresholds_move_the_boundaries():
+    rec = recommend_for_groups(6, 500, thresholds=Thresholds(small=10, medium=100, large=400))
+    assert rec.unlocked_groups == 6
+
+
+def test_thresholds_out_of_order_are_an_error():
+    with pytest.raises(PlanError, match="small <= medium <= large"):
+        Thresholds(small=500, medium=100)
+
+
+def test_unknown_shift_names_the_choices():
+    with pytest.raises(PlanError, match=r"unknown domain_shift 'inptu'.*closest: 'input'"):
+        recommend_for_groups(5, 100, "inptu")
+
+
+@pytest.mark.parametrize("n_train", [-1, 2.5, True])
+def test_n_train_must_be_a_non_negative_int(n_train):
+    with pytest.raises(PlanError, match="n_train must be a non-negative int"):
+        recommend_for_groups(5, n_train)
+
+
+def test_a_model_without_groups_is_an_error():
+    with pytest.raises(GroupError, match="at least one layer group"):
+        recommend_for_groups(0, 100)
+
+
+def test_recommended_plans_round_trip_through_yaml():
+    for shift in ("none", "input", "high"):
+        plan = recommend_for_groups(6, 700, shift).plan
+        assert Plan.from_yaml(plan.to_yaml()) == plan
+
+
+def test_recommendation_is_a_frozen_value_with_a_dict_form():
+    rec = recommend_for_groups(5, 500)
+    assert isinstance(rec, Recommendation)
+    with pytest.raises(AttributeError):
+        rec.unlocked_groups = 3  # type: ignore[misc]
+    data = rec.to_dict()
+    assert Plan.from_dict(data["plan"]) == rec.plan
+    assert data["trainable_groups"] == [3, 4]
+
+
+def _torch_net():
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+    return nn.Sequential(nn.Linear(4, 8), *[nn.Sequential(nn.Linear(8, 8), nn.ReLU())
+                                            for _ in range(4)], nn.Linear(8, 2))
+
+
+def test_recommend_counts_the_groups_of_a_model_and_its_plan_applies():
+    import frostline as fl
+
+    net = _torch_net()
+    rec = fl.recommend(net, n_train=500)
+    assert rec.n_groups == len(fl.groups(net)) == 6
+    fl.apply(net, rec.plan)
+    assert [n for n, p in net.named_parameters() if p.requires_grad] == [
+        "4.0.weight", "4.0.bias", "5.weight", "5.bias"]
+
+
+def test_recommend_for_input_shift_trains_the_first_group_of_a_model():
+    import frostline as fl
+
+    net = _torch_net()
+    fl.apply(net, fl.recommend(net, 200, "input", new_head=False).plan)
+    assert [n for n, p in net.named_parameters() if p.requires_grad] == ["0.weight", "0.bias"]
+
+
+def test_recommend_accepts_precomputed_groups():
+    import frostline as fl
+
+    net = _torch_net()
+    assert fl.recommend(fl.groups(net), 50_000).trainable_groups == tuple(range(6))
