@@ -26,7 +26,7 @@ def view(model: Any) -> TreeView:
 
 
 def groups(model: Any, *, coarse: bool = False, spec: Any = None, names: Any = None,
-           example_input: Any = None, auto: bool = False) -> Groups:
+           example_input: Any = None, auto: bool = False, **options: Any) -> Groups:
     """The ordered layer groups of ``model``, from the input (0) to the head (n-1).
 
     Args:
@@ -36,6 +36,9 @@ def groups(model: Any, *, coarse: bool = False, spec: Any = None, names: Any = N
         names: names for the explicit groups.
         example_input: an input to trace (on the meta device) so groups follow execution order.
         auto: ignore the model's own grouping and detect stem / blocks / head automatically.
+        **options: family options, e.g. ``tower="image"`` / ``"text"`` (a CLIP's tower, or any
+            module path: the groups of that part, named from the root) or ``head_group=True``
+            (OpenCLIP timm towers: the projection head as the top group).
 
     Returns:
         :class:`~frostline.core.groups.Groups`; ``.source`` and ``.notes`` say how they were found.
@@ -50,7 +53,7 @@ def groups(model: Any, *, coarse: bool = False, spec: Any = None, names: Any = N
     """
     backend = backend_for(model)
     return backend.groups(model, backend.view(model), coarse=coarse, spec=spec, names=names,
-                          example_input=example_input, auto=auto)
+                          example_input=example_input, auto=auto, **options)
 
 
 def apply(model: Any, plan: Plan, **group_options: Any) -> Any:
@@ -71,7 +74,9 @@ def lock(model: Any, unlocked_groups: int = 0, freeze_bn_stats: bool = False,
         model: the model.
         unlocked_groups: how many groups, counted from the head, stay trainable (0: all frozen).
         freeze_bn_stats: also fix BatchNorm statistics in the frozen groups.
-        **group_options: passed to :func:`groups` (``coarse``, ``spec``, ``example_input`` ...).
+        **group_options: passed to :func:`groups` (``coarse``, ``spec``, ``example_input``,
+            ``tower`` ...). When the groups cover one part of the model (``Groups.scope``, e.g.
+            ``tower="image"``), only that part is frozen, as OpenCLIP's ``lock_image_tower``.
 
     Returns:
         The :class:`Plan` that was applied.
@@ -86,8 +91,12 @@ def lock(model: Any, unlocked_groups: int = 0, freeze_bn_stats: bool = False,
         >>> [p.requires_grad for p in net.parameters()]
         [False, False, False, False, False, False, True, True]
     """
-    plan = Plan.lock(unlocked_groups, freeze_bn_stats)
-    plan.apply(model, **group_options)
+    Plan.lock(unlocked_groups, freeze_bn_stats)  # checks the arguments before any work
+    backend = backend_for(model)
+    tree = backend.view(model)
+    found = backend.groups(model, tree, **group_options)
+    plan = Plan.lock(unlocked_groups, freeze_bn_stats, within=found.scope)
+    backend.apply(model, plan.evaluate(tree, found), plan)
     return plan
 
 
@@ -143,16 +152,24 @@ def partition(model: Any, plan: Plan | Mask | None = None, **group_options: Any)
 
 def combine(trainable: Any, frozen: Any) -> Any:
     """Put the two halves made by :func:`partition` back together."""
-    backend = backend_for(trainable if not isinstance(trainable, dict) else _first_value(
-        trainable, frozen))
+    backend = backend_for(_first_leaf(trainable, frozen))
     return backend.combine(trainable, frozen)
 
 
-def _first_value(*dicts: dict[str, Any]) -> Any:
-    for d in dicts:
-        for value in d.values():
-            return value
-    return {}
+def _first_leaf(*parts: Any) -> Any:
+    """What ``combine`` dispatches on: a model itself, else the first value that is not ``None``
+    inside nested dicts, lists and tuples (PyTorch's ``{name: tensor}`` dicts; JAX pytrees,
+    whose ``None`` holes mark the other half's leaves)."""
+    for part in parts:
+        if isinstance(part, dict):
+            found = _first_leaf(*part.values())
+        elif isinstance(part, (list, tuple)):
+            found = _first_leaf(*part)
+        else:
+            found = part
+        if found is not None:
+            return found
+    return None
 
 
 def snapshot(model: Any, plan: Plan | None = None, *, buffers: bool = False) -> Any:

@@ -41,6 +41,8 @@ class Groups:
         source: where the grouping came from ("timm group_matcher", "auto", "explicit", ...).
         notes: how the grouping was decided, in words (shown by ``frostline inspect``).
         unmatched: leaf names that no grouping rule matched (reported, never hidden).
+        scope: path globs of the part of the model the groups describe (e.g. ``("visual",)`` for
+            one tower of a CLIP); locking freezes within them only. Empty: the whole model.
 
     Example:
         >>> g = Groups((Group("stem", 0, ("a",)), Group("head", 1, ("b",))), source="explicit")
@@ -52,6 +54,7 @@ class Groups:
     source: str = "explicit"
     notes: tuple[str, ...] = ()
     unmatched: tuple[str, ...] = ()
+    scope: tuple[str, ...] = ()
 
     def __iter__(self) -> Iterator[Group]:
         return iter(self.groups)

@@ -95,12 +95,18 @@ class Plan:
         )
 
     @classmethod
-    def lock(cls, unlocked_groups: int = 0, freeze_bn_stats: bool = False) -> Plan:
+    def lock(cls, unlocked_groups: int = 0, freeze_bn_stats: bool = False,
+             within: tuple[str, ...] = ()) -> Plan:
         """OpenCLIP's lock as a plan: freeze everything but the last ``unlocked_groups`` groups.
+
+        ``within`` (path globs, e.g. ``("visual",)``) limits the freezing to one part of the
+        model, as OpenCLIP's ``lock_image_tower`` leaves the text tower alone.
 
         Example:
             >>> print(Plan.lock(2, freeze_bn_stats=True))
             Plan(freeze **, unfreeze group:-2:; freeze_bn_stats, unlocked_groups=2)
+            >>> print(Plan.lock(1, within=("visual",)))
+            Plan(freeze visual, unfreeze group:-1:; unlocked_groups=1)
         """
         if isinstance(unlocked_groups, bool) or not isinstance(unlocked_groups, int) or (
             unlocked_groups < 0
@@ -109,9 +115,9 @@ class Plan:
                 f"unlocked_groups must be a non-negative int, got {unlocked_groups!r}; "
                 "0 freezes every group, k keeps the last k groups trainable."
             )
-        from .selectors import everything, group
+        from .selectors import everything, group, path
 
-        rules = [Rule(FREEZE, everything())]
+        rules = [Rule(FREEZE, path(*within) if within else everything())]
         if unlocked_groups:
             rules.append(Rule(UNFREEZE, group(slice(-unlocked_groups, None))))
         return cls(tuple(rules), freeze_bn_stats=freeze_bn_stats, unlocked_groups=unlocked_groups)

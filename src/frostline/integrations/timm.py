@@ -10,7 +10,7 @@ from ..core.groups import Groups
 from ..core.leaves import TreeView
 
 
-def groups(model: Any, view: TreeView, *, coarse: bool = False) -> Groups | None:
+def groups(model: Any, view: TreeView, *, coarse: bool = False, **options: Any) -> Groups | None:
     """timm's grouping of ``model`` (``group_parameters(model, model.group_matcher(coarse))``).
 
     Returns None when the model has no ``group_matcher``. Parameters that no matcher rule names
