@@ -79,6 +79,13 @@ _LAZY = {
     "extend_scheduler": "frostline.torch._unfreeze",
     "functional_call": "frostline.torch._functional",
     "enable_input_grads": "frostline.torch._input_grads",
+    "nnx_filter": "frostline.jax",
+    "frozen_bn_inference": "frostline.jax",
+    "optax_mask": "frostline.jax",
+    "optax_labels": "frostline.jax",
+    "optax_freeze": "frostline.jax",
+    "layer_decay": "frostline.jax",
+    "layer_decay_labels": "frostline.jax",
 }
 
 
