@@ -8,7 +8,10 @@ import torch
 from torch import nn
 
 import frostline as fl
-from frostline.torch._guard import fingerprint
+from frostline.torch._guard import device_fingerprint, fingerprint
+
+FINGERPRINTS = pytest.mark.parametrize("print_fn", [fingerprint, device_fingerprint],
+                                       ids=["cpu-crc", "integer-sums"])
 
 
 def tiny_vit() -> nn.Module:
@@ -109,7 +112,7 @@ def test_single_element_change_of_one_ulp_is_caught(value):
     with torch.no_grad():
         layer.weight[2999, 1499] = value
     layer.weight.requires_grad_(False)
-    assert layer.weight.numel() > 4 * 1024 * 1024
+    assert layer.weight.numel() > 4 * (1 << 20)
     snap = fl.snapshot(layer)
     with torch.no_grad():
         layer.weight[2999, 1499] = torch.nextafter(layer.weight[2999, 1499], torch.tensor(0.0))
@@ -118,21 +121,37 @@ def test_single_element_change_of_one_ulp_is_caught(value):
         snap.check()
 
 
-def test_swapped_elements_are_caught():
+@FINGERPRINTS
+def test_one_ulp_change_in_a_large_tensor_changes_the_fingerprint(print_fn):
+    tensor = torch.randn(3 * (1 << 20) + 7, generator=torch.Generator().manual_seed(0))
+    changed = tensor.clone()
+    changed[-2] = torch.nextafter(changed[-2], torch.tensor(float("inf")))
+    assert torch.equal(print_fn(tensor), print_fn(tensor.clone()))
+    assert not torch.equal(print_fn(tensor), print_fn(changed))
+
+
+@FINGERPRINTS
+def test_swapped_elements_are_caught(print_fn):
     tensor = torch.randn(64)
     swapped = tensor.clone()
     swapped[[3, 40]] = tensor[[40, 3]]
-    assert not torch.equal(fingerprint(tensor), fingerprint(swapped))
+    assert not torch.equal(print_fn(tensor), print_fn(swapped))
 
 
+@FINGERPRINTS
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64, torch.int64,
-                                   torch.bool, torch.complex64])
-def test_fingerprint_sees_any_change_of_any_dtype(dtype):
+                                   torch.int8, torch.bool, torch.complex64])
+def test_fingerprint_sees_any_change_of_any_dtype(print_fn, dtype):
     tensor = (torch.arange(12) % 2).to(dtype)
     changed = tensor.clone()
     changed[5] = 0 if dtype is not torch.bool else False
-    assert torch.equal(fingerprint(tensor), fingerprint(tensor.clone()))
-    assert not torch.equal(fingerprint(tensor), fingerprint(changed))
+    assert torch.equal(print_fn(tensor), print_fn(tensor.clone()))
+    assert not torch.equal(print_fn(tensor), print_fn(changed))
+
+
+def test_fingerprint_of_a_non_contiguous_tensor_follows_its_values():
+    tensor = torch.randn(8, 6)
+    assert torch.equal(fingerprint(tensor.t()), fingerprint(tensor.t().contiguous()))
 
 
 def test_require_trainable_moved_names_a_parameter_that_got_no_update():
