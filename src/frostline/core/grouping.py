@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .._errors import GroupError
 from .groups import Group, Groups, minimal_modules
@@ -203,6 +204,9 @@ def groups_from_prefixes(view: TreeView, prefixes: Sequence[Sequence[str]], name
                         notes, unmatched, scope)
 
 
+_CONTAINERS = frozenset({"Sequential", "ModuleList", "ModuleDict"})
+
+
 @dataclass(frozen=True)
 class _Run:
     parent: str
@@ -312,11 +316,20 @@ def _best_run(leaves: Sequence[Leaf], classes: Mapping[str, type],
     best: _Run | None = None
     best_rank: tuple[bool, int, int] | None = None
     tree = _children(leaves)
+
+    def kind(path: str) -> Any:
+        # Generic containers are alike only when they hold the same kinds of modules: a stage
+        # Sequential of blocks is not the Sequential that holds a classifier head.
+        cls = classes.get(path)
+        if cls is None or cls.__name__ not in _CONTAINERS:
+            return cls
+        return cls, frozenset(classes.get(c) for c in tree.get(path, ()))
+
     for parent, children in tree.items():
         run: list[str] = []
         for child in [*children, None]:
             cls = classes.get(child) if child is not None else None
-            if run and child is not None and cls is not None and cls is classes.get(run[0]):
+            if run and child is not None and cls is not None and kind(child) == kind(run[0]):
                 run.append(child)
                 continue
             if len(run) >= 2:
