@@ -140,6 +140,8 @@ def partition(model: Any, plan: Plan | Mask | None = None, **group_options: Any)
     """Split ``model`` into (trainable, frozen) parts by ``plan`` (default: current state).
 
     JAX: two pytrees of the model's structure with ``None`` holes, as ``eqx.partition`` gives.
+    Partition once, outside the jitted step (evaluating the plan is Python work), differentiate
+    the trainable part only, and ``fl.combine`` the halves inside the step.
     PyTorch: two ``{name: tensor}`` dicts for ``fl.functional_call`` / ``torch.func``.
     """
     backend = backend_for(model)
@@ -196,6 +198,9 @@ def snapshot(model: Any, plan: Plan | None = None, *, buffers: bool = False) -> 
 def guard(model: Any, plan: Plan | None = None, *, buffers: bool = False,
           require_trainable_moved: bool = False) -> Iterator[Any]:
     """Raise :class:`GuardError` after the block if any frozen tensor of ``model`` moved.
+
+    JAX models are immutable: hand the trained model to the yielded snapshot inside the block
+    (``model = snap.update(new_model)``); Flax NNX modules change in place and need nothing.
 
     Example:
         >>> import torch, frostline as fl
