@@ -79,3 +79,11 @@ def test_torch_family_options_are_refused_for_jax_models():
 def test_example_input_is_noted_as_not_traced():
     found = fl.groups(eqx_net(), example_input=jnp.ones(3))
     assert any("not traced" in note for note in found.notes)
+
+
+def test_summary_counts_what_the_plan_keeps_trainable():
+    model = eqx_net()
+    head = sum(leaf.numel for leaf in fl.view(model) if leaf.name.startswith("head."))
+    total = sum(leaf.numel for leaf in fl.view(model))
+    assert fl.summary(model, fl.Plan.lock(1)).trainable == head
+    assert fl.summary(model).trainable == total

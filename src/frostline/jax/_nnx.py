@@ -85,6 +85,7 @@ def build_nnx_view(model: nnx.Module) -> TreeView:
             shape=tuple(np.shape(value)),
             dtype=str(value.dtype),
             kind=PARAM if isinstance(variable, nnx.Param) else BUFFER,
+            trainable=True if isinstance(variable, nnx.Param) else None,
             index=index,
         ))
     return TreeView(tuple(leaves))

@@ -109,6 +109,7 @@ def build_view(tree: Any) -> TreeView:
             shape=tuple(np.shape(node.value)),
             dtype=str(node.value.dtype),
             kind=PARAM,
+            trainable=True,  # nothing is frozen until a plan says so
             tied_to=tuple(a for a in aliases if a != name) if len(aliases) > 1 else (),
             index=index,
         ))
