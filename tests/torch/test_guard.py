@@ -8,7 +8,13 @@ import torch
 from torch import nn
 
 import frostline as fl
-from frostline.torch._guard import device_fingerprint, fingerprint
+from frostline.torch._guard import device_fingerprints, fingerprint
+
+
+
+def device_fingerprint(tensor: torch.Tensor) -> torch.Tensor:
+    return device_fingerprints([tensor])[0]
+
 
 FINGERPRINTS = pytest.mark.parametrize("print_fn", [fingerprint, device_fingerprint],
                                        ids=["cpu-crc", "integer-sums"])
@@ -193,3 +199,17 @@ def test_check_against_a_model_missing_snapshotted_tensors_raises():
 def test_snapshot_of_a_bare_tensor_is_refused():
     with pytest.raises(fl.BackendError, match="expected a torch.nn.Module, got a Tensor"):
         fl.snapshot(torch.ones(2))
+
+
+def test_integer_sums_equal_their_definition_whatever_the_packing():
+    generator = torch.Generator().manual_seed(0)
+    tensors = [torch.randn(5, generator=generator), torch.randn((1 << 22) + 3, generator=generator),
+               torch.randint(-9, 9, (7,), generator=generator), torch.randn(0)]
+    together = device_fingerprints(tensors)
+    for tensor, row in zip(tensors, together):
+        assert torch.equal(row, device_fingerprint(tensor))
+    for tensor, row in zip([tensors[0], tensors[2]], [together[0], together[2]]):
+        bits = tensor.reshape(-1).view(torch.int32 if tensor.is_floating_point() else torch.int64)
+        bits = bits.to(torch.int64)
+        weights = torch.arange(1, bits.numel() + 1)
+        assert row.tolist() == [int(bits.sum()), int((bits * weights).sum())]

@@ -18,6 +18,7 @@ A snapshot costs 16 bytes per tensor (plus its name), whatever the tensor's size
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -30,8 +31,8 @@ from ._groups import torch_groups
 from ._view import build_view
 
 _INT_OF_SIZE = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
-# Elements fingerprinted per pass: bounds the int64 temporaries (16 bytes per element).
-_CHUNK = 1 << 20
+# Elements per bucket of the accelerator fingerprint (temporaries: about 40 bytes each).
+_CHUNK = 1 << 22
 _STATS = ("running_mean", "running_var", "num_batches_tracked")
 
 
@@ -44,31 +45,86 @@ def fingerprint(tensor: torch.Tensor) -> torch.Tensor:
         >>> bool((fingerprint(t) != fingerprint(u)).any())
         True
     """
-    bits = _bits(tensor)
-    if bits.device.type == "cpu":
-        raw = memoryview(bits.contiguous().numpy()).cast("B")
-        return torch.tensor([zlib.crc32(raw), zlib.adler32(raw)], dtype=torch.int64)
-    return device_fingerprint(bits)
+    return fingerprints([tensor])[0]
 
 
-def device_fingerprint(tensor: torch.Tensor) -> torch.Tensor:
-    """Plain and position-weighted int64 sums of the bytes of ``tensor``, on its device."""
-    bits = _bits(tensor)
-    total = torch.zeros(2, dtype=torch.int64, device=bits.device)
-    for start in range(0, bits.numel(), _CHUNK):
-        chunk = bits[start:start + _CHUNK].to(torch.int64)
-        weights = torch.arange(start + 1, start + 1 + chunk.numel(), device=chunk.device,
-                               dtype=torch.int64)
-        total[0] += chunk.sum()
-        total[1] += (chunk * weights).sum()
-    return total
+def fingerprints(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Fingerprints of tensors on one device, shape ``(len(tensors), 2)``, on that device."""
+    if tensors and tensors[0].device.type != "cpu":
+        return device_fingerprints(tensors)
+    out = []
+    for tensor in tensors:
+        raw = memoryview(_bits(tensor).contiguous().numpy()).cast("B")
+        out.append((zlib.crc32(raw), zlib.adler32(raw)))
+    return torch.tensor(out, dtype=torch.int64).reshape(len(out), 2)
+
+
+def device_fingerprints(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Plain and position-weighted int64 sums of each tensor's bytes, on their device.
+
+    Tensors are cut into pieces of at most ``_CHUNK`` elements, pieces are packed into buckets
+    of about ``_CHUNK`` elements, and each bucket is reduced with a handful of kernels (prefix
+    sums read at the piece boundaries), so the cost is a few launches per bucket rather than per
+    tensor, and the temporaries stay near 40 bytes per bucket element. Sums wrap modulo 2**64.
+    """
+    device = tensors[0].device
+    pieces: list[tuple[int, int, torch.Tensor]] = []
+    for index, tensor in enumerate(tensors):
+        bits = _bits(tensor)
+        if bits.numel() == 0:
+            continue
+        if bits.numel() <= _CHUNK:
+            pieces.append((index, 0, bits))
+        else:
+            pieces += [(index, start, bits[start:start + _CHUNK])
+                       for start in range(0, bits.numel(), _CHUNK)]
+    owners, offsets, plain, weighted = [], [], [], []
+    bucket: list[tuple[int, int, torch.Tensor]] = []
+    size = 0
+    for piece in [*pieces, None]:
+        if piece is not None and size + piece[2].numel() <= _CHUNK:
+            bucket.append(piece)
+            size += piece[2].numel()
+            continue
+        if bucket:
+            piece_plain, piece_weighted = _reduce_bucket([view for *_, view in bucket], device)
+            plain.append(piece_plain)
+            weighted.append(piece_weighted)
+            owners += [index for index, _, _ in bucket]
+            offsets += [start for _, start, _ in bucket]
+        bucket, size = ([piece], piece[2].numel()) if piece is not None else ([], 0)
+    out = torch.zeros(len(tensors), 2, dtype=torch.int64, device=device)
+    if not owners:
+        return out
+    owner = torch.tensor(owners, device=device)
+    piece_plain = torch.cat(plain)
+    # A piece's weights count from 1 within the piece; shift them to the piece's place.
+    shifted = torch.cat(weighted) + torch.tensor(offsets, device=device) * piece_plain
+    out[:, 0].index_add_(0, owner, piece_plain)
+    out[:, 1].index_add_(0, owner, shifted)
+    return out
+
+
+def _reduce_bucket(views: list[torch.Tensor], device: torch.device) -> tuple[torch.Tensor,
+                                                                             torch.Tensor]:
+    """Per view: sum of its elements and sum of (1-based position in the view) * element."""
+    flat = torch.cat(views).to(torch.int64)
+    lengths = torch.tensor([v.numel() for v in views], device=device)
+    ends = lengths.cumsum(0)
+    starts = ends - lengths
+    position = torch.arange(flat.numel(), device=device, dtype=torch.int64)
+    totals = torch.stack([flat.cumsum(0), (flat * position).cumsum(0)])[:, ends - 1]
+    per_view = torch.diff(totals, dim=1, prepend=torch.zeros(2, 1, dtype=torch.int64,
+                                                               device=device))
+    piece_plain = per_view[0]
+    return piece_plain, per_view[1] - (starts - 1) * piece_plain
 
 
 def _bits(tensor: torch.Tensor) -> torch.Tensor:
     """The elements of ``tensor`` as same-width integers (a view, no copy when contiguous)."""
-    data = tensor.detach().resolve_conj().resolve_neg()
+    data = tensor.detach()
     if data.is_complex():
-        data = torch.view_as_real(data)
+        data = torch.view_as_real(data.resolve_conj())
     if not data.is_floating_point() and data.dtype in _INT_OF_SIZE.values():
         return data.reshape(-1)
     return data.reshape(-1).view(_INT_OF_SIZE[data.element_size()])
@@ -103,7 +159,7 @@ class Snapshot:
             )
         out: set[str] = set()
         for names, before in self.prints.values():
-            after = torch.stack([fingerprint(tensors[n]) for n in names])
+            after = fingerprints([tensors[n] for n in names])
             changed = (after.to(before.device) != before).any(dim=1).tolist()
             out.update(n for n, c in zip(names, changed) if c)
         return out
@@ -195,7 +251,7 @@ def take_snapshot(model: nn.Module, plan: Plan | None = None, *,
     for name in watched:
         by_device.setdefault(tensors[name].device, []).append(name)
     prints = {
-        device: (tuple(names), torch.stack([fingerprint(tensors[n]) for n in names]))
+        device: (tuple(names), fingerprints([tensors[n] for n in names]))
         for device, names in by_device.items()
     }
     return Snapshot(model, tuple(frozen), tuple(n for n in watched if n in trainable), prints)
