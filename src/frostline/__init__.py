@@ -79,6 +79,7 @@ _LAZY = {
     "extend_scheduler": "frostline.torch._unfreeze",
     "functional_call": "frostline.torch._functional",
     "enable_input_grads": "frostline.torch._input_grads",
+    "FrostlineFinetuning": "frostline.integrations.lightning",
     "nnx_filter": "frostline.jax",
     "frozen_bn_inference": "frostline.jax",
     "optax_mask": "frostline.jax",
