@@ -356,3 +356,22 @@ def test_minilm_top_groups_finetuned_reload_bit_identically(tmp_path):
                        match=r"1 frozen tensors .*'encoder\.layer\.2\.attention\.self\.query"
                              r"\.weight'"):
         fl.load_trainable(tampered, tmp_path / "minilm.safetensors")
+
+
+def test_parameters_viewing_one_flat_buffer_are_saved_and_restored(tmp_path):
+    def flat_net(seed: int) -> nn.Linear:
+        torch.manual_seed(seed)
+        net = nn.Linear(4, 4)
+        flat = torch.randn(20)
+        net.weight = nn.Parameter(flat[:16].view(4, 4))
+        net.bias = nn.Parameter(flat[16:])
+        return net
+
+    model = flat_net(0)
+    assert model.weight.untyped_storage().data_ptr() == model.bias.untyped_storage().data_ptr()
+    with torch.no_grad():
+        model.weight.mul_(2.0)
+    fl.save_trainable(model, tmp_path / "ck.safetensors")
+    fresh = flat_net(0)
+    fl.load_trainable(fresh, tmp_path / "ck.safetensors")
+    assert torch.equal(fresh.weight, model.weight) and torch.equal(fresh.bias, model.bias)

@@ -116,8 +116,7 @@ def save_trainable(model: nn.Module, path: str | os.PathLike[str], plan: Plan | 
                 f"the plan cannot be stored with the checkpoint: {exc} Or pass plan=False to "
                 "store the trainable state without the plan."
             ) from None
-    payload = {name: _full(tensors[name]).detach().cpu().contiguous().clone()
-               for name in stored_names}
+    payload = _payload(tensors, stored_names)
     stored = set(stored_names)
     base = {
         "architecture": _architecture(view),
@@ -290,6 +289,21 @@ def _is_sharded(tensors: dict[str, torch.Tensor]) -> bool:
 def _full(tensor: torch.Tensor) -> torch.Tensor:
     """The whole tensor: a DTensor is gathered (a collective: every rank must call)."""
     return tensor.full_tensor() if _is_dtensor(tensor) else tensor
+
+
+def _payload(tensors: dict[str, torch.Tensor], names: list[str]) -> dict[str, torch.Tensor]:
+    """Contiguous CPU tensors to write; copied only where two would share memory, which
+    safetensors refuses (e.g. parameters that are views of one flat buffer)."""
+    out: dict[str, torch.Tensor] = {}
+    storages: set[int] = set()
+    for name in names:
+        tensor = _full(tensors[name]).detach().cpu().contiguous()
+        storage = tensor.untyped_storage().data_ptr()
+        if storage in storages or not storage:
+            tensor = tensor.clone()
+        storages.add(tensor.untyped_storage().data_ptr())
+        out[name] = tensor
+    return out
 
 
 def _rank() -> int:
