@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from .._errors import FrostlineError
 
@@ -24,7 +25,7 @@ class UsageError(FrostlineError):
 class _Parser(argparse.ArgumentParser):
     """argparse, but a mistake raises :class:`UsageError` instead of printing usage and exiting."""
 
-    def error(self, message: str):  # noqa: D401 - argparse's hook
+    def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 

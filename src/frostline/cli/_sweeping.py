@@ -167,7 +167,8 @@ def _task_text(outcome: Any) -> str:
         lines.append(
             f"feature cache, measured side by side: {result.seconds:.2f} s for all "
             f"{len(result.rows)} settings vs {result.baseline.seconds:.2f} s uncached "
-            f"({result.speedup:.2f}x faster); {result.cached_speedup or 0:.2f}x over the {used} "
+            f"({result.speedup:.2f}x faster; CPU time {result.cpu_speedup:.2f}x); "
+            f"{result.cached_speedup or 0:.2f}x over the {used} "
             f"settings that read cached features (computed once in {result.cache_seconds:.2f} s, "
             "included); validation accuracies "
             + ("identical" if all(same) else f"differ in {same.count(False)} settings")

@@ -102,6 +102,8 @@ class SweepRow:
         val_accuracy: validation accuracy after the last epoch.
         epoch_seconds: mean wall time of one training epoch.
         seconds: wall time of the whole setting (model, training, evaluation).
+        cpu_seconds: CPU time of the process over the same span (all threads; unlike wall
+            time, it does not grow when other programs compete for the cores).
         train_memory_mb: parameters + gradients + optimizer state + activations saved for
             backward in one training step, in MiB (measured on the tensors themselves).
         cached_groups: leading groups read from the feature cache (0: uncached).
@@ -114,6 +116,7 @@ class SweepRow:
     val_accuracy: float
     epoch_seconds: float
     seconds: float
+    cpu_seconds: float
     train_memory_mb: float
     cached_groups: int
     plan: str
@@ -130,6 +133,7 @@ class SweepResult:
         notes: what the sweep decided and why (caching support, fallbacks).
         cache_seconds: time spent computing cached features.
         seconds: wall time of the settings plus the feature cache (model building excluded).
+        cpu_seconds: the same span in process CPU time.
         baseline: the same settings trained without the cache, when compared.
     """
 
@@ -139,6 +143,7 @@ class SweepResult:
     notes: tuple[str, ...] = ()
     cache_seconds: float = 0.0
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
     baseline: SweepResult | None = None
 
     @property
@@ -152,6 +157,13 @@ class SweepResult:
         if self.baseline is None or not self.seconds:
             return None
         return self.baseline.seconds / self.seconds
+
+    @property
+    def cpu_speedup(self) -> float | None:
+        """The same ratio in process CPU time."""
+        if self.baseline is None or not self.cpu_seconds:
+            return None
+        return self.baseline.cpu_seconds / self.cpu_seconds
 
     @property
     def cached_speedup(self) -> float | None:
@@ -170,6 +182,7 @@ class SweepResult:
             "notes": list(self.notes),
             "cache_seconds": self.cache_seconds,
             "seconds": self.seconds,
+            "cpu_seconds": self.cpu_seconds,
             "rows": [row.__dict__ for row in self.rows],
             "best": self.best.label,
         }
@@ -177,6 +190,7 @@ class SweepResult:
             out["uncached"] = self.baseline.to_dict()
             out["speedup"] = self.speedup
             out["cached_speedup"] = self.cached_speedup
+            out["cpu_speedup"] = self.cpu_speedup
         return out
 
 
@@ -243,6 +257,7 @@ def sweep(make_model: Callable[[], nn.Module], train: Data, val: Data,
     for mode in modes:
         features = caches.get(mode)
         cache_seconds = features.seconds if features is not None else 0.0
+        cache_cpu = features.cpu_seconds if features is not None else 0.0
         results[mode] = SweepResult(
             rows=tuple(rows[mode]),
             group_names=tuple(groups.names),
@@ -250,6 +265,7 @@ def sweep(make_model: Callable[[], nn.Module], train: Data, val: Data,
             notes=(why if mode else "feature caching off: every setting runs the whole model",),
             cache_seconds=cache_seconds,
             seconds=cache_seconds + sum(row.seconds for row in rows[mode]),
+            cpu_seconds=cache_cpu + sum(row.cpu_seconds for row in rows[mode]),
         )
     if len(modes) == 2:
         return replace(results[True], baseline=results[False])
@@ -301,16 +317,18 @@ class _FeatureCache:
         self.boundaries: dict[int, tuple[torch.Tensor, torch.Tensor]] = {0: (train_x, val_x)}
         self.state = {name: t.detach().clone() for name, t in model.state_dict().items()}
         self.seconds = 0.0
+        self.cpu_seconds = 0.0
 
     def features(self, boundary: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(train, val) inputs of group ``boundary``."""
         if boundary not in self.boundaries:
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             below = max(b for b in self.boundaries if b < boundary)
             stages = self.children[self.starts[below]:self.starts[boundary]]
             self.boundaries[boundary] = tuple(
                 _run_eval(nn.Sequential(*stages), x) for x in self.boundaries[below])
             self.seconds += time.perf_counter() - start
+            self.cpu_seconds += time.process_time() - cpu
         return self.boundaries[boundary]
 
     def check_same_weights(self, model: nn.Module, boundary: int) -> None:
@@ -352,8 +370,8 @@ class _Trainer:
     cached_groups: int = 0
 
     def run(self, setting: Setting) -> SweepRow:
-        start = time.perf_counter()
-        cache_before = self.features.seconds if self.features is not None else 0.0
+        start, cpu = time.perf_counter(), time.process_time()
+        cache_before = self._cache_clock()
         torch.manual_seed(self.seed)
         model = self.make_model()
         order = torch.Generator().manual_seed(self.seed)
@@ -366,18 +384,25 @@ class _Trainer:
         accuracy = self._accuracy(model, setting.plan)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         # Building cached features is reported once by the sweep, not in the row that needed it.
-        cache_spent = (self.features.seconds if self.features is not None else 0.0) - cache_before
+        cache_wall, cache_cpu = (now - before for now, before in zip(self._cache_clock(),
+                                                                     cache_before))
         return SweepRow(
             label=setting.label,
             unlocked_groups=setting.unlocked_groups,
             trainable_params=trainable,
             val_accuracy=accuracy,
             epoch_seconds=sum(self.epoch_times) / len(self.epoch_times),
-            seconds=time.perf_counter() - start - cache_spent,
+            seconds=time.perf_counter() - start - cache_wall,
+            cpu_seconds=time.process_time() - cpu - cache_cpu,
             train_memory_mb=self.memory / 2**20,
             cached_groups=self.cached_groups,
             plan=str(setting.plan),
         )
+
+    def _cache_clock(self) -> tuple[float, float]:
+        if self.features is None:
+            return 0.0, 0.0
+        return self.features.seconds, self.features.cpu_seconds
 
     def _mask(self, model: nn.Module, plan: Plan) -> Mask:
         try:

@@ -1,0 +1,49 @@
+"""``frostline sweep`` and ``frostline demo``: measured frost lines, cached and uncached."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+def sweep_accuracies(data: dict) -> list[list[float]]:
+    return [[row["val_accuracy"] for row in task["sweep"]["rows"]] for task in data["tasks"]]
+
+
+def test_sweep_json_reports_cached_and_uncached_runs_and_writes_the_plot(cli, tmp_path):
+    plot = tmp_path / "sweep.png"
+    data = cli.json("sweep", "--epochs", "1", "--unlocked", "1-2", "--no-lp-ft",
+                    "--plot", str(plot), "--json")
+    (task,) = data["tasks"]
+    sweep = task["sweep"]
+    assert [r["label"] for r in sweep["rows"]] == ["1", "2"]
+    assert [r["val_accuracy"] for r in sweep["rows"]] == [
+        r["val_accuracy"] for r in sweep["uncached"]["rows"]]
+    assert [r["cached_groups"] for r in sweep["rows"]] == [4, 3]
+    assert sweep["speedup"] > 0
+    assert task["recommended_setting"] == "2"
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert data["plot"] == str(plot)
+
+
+def test_sweep_without_cache_trains_the_whole_model(cli):
+    data = cli.json("sweep", "--task", "noisy", "--epochs", "1", "--unlocked", "1",
+                    "--no-lp-ft", "--no-cache", "--json")
+    sweep = data["tasks"][0]["sweep"]
+    assert not sweep["cached"] and "uncached" not in sweep
+    # The recommendation (surgical, first group) is added when the chosen settings lack it.
+    assert [r["label"] for r in sweep["rows"]] == ["1", "first 1"]
+
+
+@pytest.mark.slow
+def test_demo_is_deterministic_and_reports_recommendation_and_best(cli):
+    argv = ["demo", "--epochs", "1", "--no-compare", "--no-plot", "--json"]
+    threads = torch.get_num_threads()
+    first, second = cli.json(*argv), cli.json(*argv)
+    assert sweep_accuracies(first) == sweep_accuracies(second)
+    assert torch.get_num_threads() == threads
+    assert [t["task"] for t in first["tasks"]] == ["new-digits", "noisy"]
+    for task in first["tasks"]:
+        rows = {r["label"]: r["val_accuracy"] for r in task["sweep"]["rows"]}
+        assert task["recommended_setting"] in rows
+        assert rows[task["best_setting"]] == max(rows.values())
