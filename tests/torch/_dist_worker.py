@@ -57,6 +57,7 @@ def ddp(rank: int, out: str, report: dict) -> None:
     save_file(full_state(wrapped), os.path.join(out, f"rank{rank}.before.safetensors"))
     train(wrapped, torch.optim.AdamW(fl.trainable_parameters(wrapped), lr=1e-2), rank)
     save_file(full_state(wrapped), os.path.join(out, f"rank{rank}.after.safetensors"))
+    report["no_grad"] = sorted(n for n, p in model.named_parameters() if p.grad is None)
     if rank == 0:
         fl.save_trainable(wrapped, os.path.join(out, "trainable.safetensors"))
 
@@ -88,6 +89,23 @@ def ddp_changed_after_wrap(rank: int, out: str, report: dict) -> None:
               os.path.join(out, f"rank{rank}.after.safetensors"))
 
 
+def ddp_rewrap(rank: int, out: str, report: dict) -> None:
+    model = build(seed=rank)
+    PLAN.apply(model)
+    wrapped = nn.parallel.DistributedDataParallel(model)
+    opt = torch.optim.AdamW(fl.trainable_parameters(wrapped), lr=1e-2)
+    train(wrapped, opt, rank)
+    save_file(full_state(wrapped), os.path.join(out, f"rank{rank}.before.safetensors"))
+    # Gradual unfreezing: thaw on the bare model, wrap again, give the optimizer the new ones.
+    thawed = PLAN.unfreeze("stem")
+    thawed.apply(model)
+    wrapped = nn.parallel.DistributedDataParallel(model)
+    fl.check_ddp(wrapped)
+    opt.add_param_group({"params": [model.stem.weight, model.stem.bias]})
+    train(wrapped, opt, rank)
+    save_file(full_state(wrapped), os.path.join(out, f"rank{rank}.after.safetensors"))
+
+
 def fsdp2(rank: int, out: str, report: dict) -> None:
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
@@ -109,6 +127,7 @@ def fsdp2(rank: int, out: str, report: dict) -> None:
     train(model, opt, rank)
     save_file(full_state(model), os.path.join(out, f"rank{rank}.after.safetensors"))
     report["optimizer_state"] = sorted(names[id(p)] for p in opt.state)
+    report["no_grad"] = sorted(n for n, p in model.named_parameters() if p.grad is None)
     info = fl.save_trainable(model, os.path.join(out, "trainable.safetensors"))
     report["written"] = info.written
 

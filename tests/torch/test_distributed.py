@@ -29,7 +29,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-SCENARIOS = ("ddp", "ddp_changed_after_wrap", "fsdp2")
+SCENARIOS = ("ddp", "ddp_changed_after_wrap", "ddp_rewrap", "fsdp2")
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +91,22 @@ def test_ddp_keeps_frozen_identical_and_trains_the_rest_in_sync(runs):
     _check_frozen_still_trainable_synced(out)
 
 
+def test_ddp_frozen_parameters_get_no_gradient(runs):
+    frozen = sorted(n for n, _ in _dist_worker.build(0).named_parameters()
+                    if n not in _trainable_names())
+    assert [r["no_grad"] for r in _reports(runs / "ddp")] == [frozen, frozen]
+
+
+def test_ddp_rewrapped_after_thawing_trains_the_thawed_part_in_sync(runs):
+    out = runs / "ddp_rewrap"
+    before = [_tensors(out, r, "before") for r in range(WORLD)]
+    after = [_tensors(out, r, "after") for r in range(WORLD)]
+    for name in ("stem.weight", "stem.bias", "head.weight"):
+        assert torch.equal(after[0][name], after[1][name]), name
+        assert not torch.equal(before[0][name], after[0][name]), name
+    assert torch.equal(before[0]["norm.weight"], after[1]["norm.weight"])
+
+
 def test_ddp_checkpoint_from_rank0_reloads_onto_the_base(runs):
     out = runs / "ddp"
     fresh = _dist_worker.build(0)  # rank 0's weights are the ones DDP broadcast
@@ -138,6 +154,12 @@ def test_fsdp2_optimizer_holds_only_the_trainable_shards(runs):
         assert all(entry["local_shape"] == [entry["shape"][0] // WORLD, *entry["shape"][1:]]
                    for entry in held)
         assert set(report["optimizer_state"]) == trainable
+
+
+def test_fsdp2_frozen_parameters_get_no_gradient(runs):
+    frozen = sorted(n for n, _ in _dist_worker.build(0).named_parameters()
+                    if n not in _trainable_names())
+    assert [r["no_grad"] for r in _reports(runs / "fsdp2")] == [frozen, frozen]
 
 
 def test_fsdp2_keeps_frozen_identical_and_trains_the_rest_in_sync(runs):
