@@ -241,24 +241,63 @@ def test_missing_file_is_a_checkpoint_error(tmp_path):
         fl.load_trainable(_conv_net(), tmp_path / "nope.safetensors")
 
 
-def test_plan_that_disagrees_with_requires_grad_is_refused_at_save(tmp_path):
+def test_plan_passed_in_that_disagrees_with_requires_grad_is_refused(tmp_path):
     model = _conv_net()
     LAST_TWO.apply(model)
     model[0].weight.requires_grad_(True)
     with pytest.raises(fl.CheckpointError, match=r"'0\.weight' is frozen under the plan, "
                        r"requires_grad=True.*plan=False"):
-        fl.save_trainable(model, tmp_path / "ck.safetensors")
+        fl.save_trainable(model, tmp_path / "ck.safetensors", plan=LAST_TWO)
     assert not (tmp_path / "ck.safetensors").exists()
 
 
-def test_predicate_plan_is_refused_and_plan_false_stores_state(tmp_path):
+def test_remembered_plan_outdated_by_hand_saves_the_state_with_a_warning(tmp_path):
+    model = _conv_net()
+    LAST_TWO.apply(model)
+    model[0].weight.requires_grad_(True)
+    with pytest.warns(UserWarning, match=r"'0\.weight' is frozen under the plan.*records the "
+                      r"requires_grad state without the plan"):
+        info = fl.save_trainable(model, tmp_path / "ck.safetensors")
+    assert info.plan is None and "0.weight" in info.tensors
+    fresh = _conv_net()
+    fl.load_trainable(fresh, tmp_path / "ck.safetensors")
+    assert fresh[0].weight.requires_grad and not fresh[0].bias.requires_grad
+
+
+def test_predicate_plan_passed_in_is_refused_and_plan_false_stores_state(tmp_path):
     model = _conv_net()
     plan = fl.Plan().freeze(fl.where(lambda leaf: leaf.name.startswith("0."), "first"))
     plan.apply(model)
     with pytest.raises(fl.CheckpointError, match=r"<where first>.*plan=False"):
-        fl.save_trainable(model, tmp_path / "ck.safetensors")
+        fl.save_trainable(model, tmp_path / "ck.safetensors", plan=plan)
     info = fl.save_trainable(model, tmp_path / "ck.safetensors", plan=False)
     assert info.plan is None and "0.weight" not in info.tensors and "3.weight" in info.tensors
+
+
+def test_remembered_predicate_plan_saves_the_state_with_a_warning(tmp_path):
+    model = _conv_net()
+    fl.Plan().freeze(fl.where(lambda leaf: leaf.name.startswith("0."), "first")).apply(model)
+    with pytest.warns(UserWarning, match=r"<where first> is a Python predicate"):
+        info = fl.save_trainable(model, tmp_path / "ck.safetensors")
+    assert info.plan is None and "0.weight" not in info.tensors
+
+
+def test_plan_applied_with_group_options_needs_them_again(tmp_path):
+    def net() -> nn.Sequential:
+        torch.manual_seed(0)
+        return nn.Sequential(*[nn.Linear(4, 4) for _ in range(4)])
+
+    spec = ["0", "1 | 2 | 3"]
+    model = net()
+    plan = fl.lock(model, 1, spec=spec)
+    info = fl.save_trainable(model, tmp_path / "ck.safetensors", spec=spec)
+    assert info.plan == plan and info.tensors[0] == "1.weight"
+    with pytest.raises(fl.CheckpointError, match=r"gives a different trainable state on this "
+                       r"model.*group options"):
+        fl.load_trainable(net(), tmp_path / "ck.safetensors")
+    fresh = net()
+    fl.load_trainable(fresh, tmp_path / "ck.safetensors", spec=spec)
+    assert [n for n, p in fresh.named_parameters() if p.requires_grad] == list(info.tensors)
 
 
 def test_shared_weight_is_stored_once_and_restored_under_both_names(tmp_path):

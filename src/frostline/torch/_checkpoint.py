@@ -28,13 +28,14 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from .._errors import CheckpointError, PlanError
+from .._errors import CheckpointError, FrostlineError
 from ..core.leaves import PARAM, TreeView
 from ..core.mask import Mask
 from ..core.norms import STAT_NAMES
@@ -88,15 +89,19 @@ def save_trainable(model: nn.Module, path: str | os.PathLike[str], plan: Plan | 
     Args:
         model: the model (a DDP wrapper is unwrapped).
         path: the file to write.
-        plan: the plan to record; it must agree with the model's ``requires_grad``.
+        plan: the plan to record; it must agree with the model's ``requires_grad``. When it is
+            not given, the plan the model remembers is recorded if it still describes the
+            model; if not (``requires_grad`` changed by hand since, other group options, a
+            Python predicate selector) a warning says so and the file records the
+            ``requires_grad`` state alone: the trained weights are never lost to an error.
         **group_options: how groups were built when the plan was applied (``coarse``, ``spec``).
 
     Returns:
         :class:`CheckpointInfo` with the stored tensor names.
 
     Raises:
-        CheckpointError: the plan disagrees with the model, cannot be stored (Python predicate
-            selectors), or the model has tensors on the meta device.
+        CheckpointError: the plan passed in disagrees with the model or cannot be stored
+            (Python predicate selectors), or the model has tensors on the meta device.
     """
     model = _unwrap(model)
     view = build_view(model)
@@ -105,17 +110,7 @@ def save_trainable(model: nn.Module, path: str | os.PathLike[str], plan: Plan | 
     stored_names = _stored_names(model, view)
     trainable = _trainable_names(view)
     stats = sorted(_frozen_stat_modules(model))
-    plan = _resolve_plan(model, plan)
-    plan_dict = None
-    if plan is not None:
-        _check_plan_matches(model, plan, view, trainable, stats, group_options)
-        try:
-            plan_dict = plan.to_dict()
-        except PlanError as exc:
-            raise CheckpointError(
-                f"the plan cannot be stored with the checkpoint: {exc} Or pass plan=False to "
-                "store the trainable state without the plan."
-            ) from None
+    plan, plan_dict = _plan_to_store(model, plan, view, trainable, stats, group_options)
     payload = _payload(tensors, stored_names)
     stored = set(stored_names)
     base = {
@@ -229,14 +224,32 @@ def _frozen_stat_modules(model: nn.Module) -> set[str]:
             if is_batchnorm_module(module) and stats_frozen(module)}
 
 
-def _resolve_plan(model: nn.Module, plan: Plan | None | bool) -> Plan | None:
+def _plan_to_store(model: nn.Module, plan: Plan | None | bool, view: TreeView,
+                   trainable: list[str], stats: list[str],
+                   group_options: dict[str, Any]) -> tuple[Plan | None, dict[str, Any] | None]:
+    """The plan to record and its dict. A plan passed in must describe the model; the plan the
+    model remembers may not any more (``requires_grad`` changed by hand, other group options):
+    then the trained weights are still saved, with a warning, rather than lost to an error."""
     if plan is False:
-        return None
-    if plan is None or plan is True:
-        return getattr(model, PLAN_ATTRIBUTE, None)
-    if not isinstance(plan, Plan):
+        return None, None
+    explicit = plan is not None
+    if explicit and not isinstance(plan, Plan):
         raise CheckpointError(f"plan must be a frostline Plan, None or False, got {plan!r}.")
-    return plan
+    plan = plan if explicit else getattr(model, PLAN_ATTRIBUTE, None)
+    if plan is None:
+        return None, None
+    try:
+        _check_plan_matches(model, plan, view, trainable, stats, group_options)
+        return plan, plan.to_dict()
+    except FrostlineError as exc:
+        message = f"the plan cannot be stored with the checkpoint: {exc}"
+        if explicit:
+            raise CheckpointError(
+                message + " Or pass plan=False to store the requires_grad state alone."
+            ) from None
+        warnings.warn(message + " The checkpoint records the requires_grad state without the "
+                      "plan.", UserWarning, stacklevel=4)
+        return None, None
 
 
 def _check_plan_matches(model: nn.Module, plan: Plan, view: TreeView, trainable: list[str],
@@ -250,15 +263,13 @@ def _check_plan_matches(model: nn.Module, plan: Plan, view: TreeView, trainable:
         raise CheckpointError(
             f"the plan {plan} does not describe this model: it makes {len(differ)} parameters "
             f"train differently from requires_grad (first: '{name}' is {state} under the plan, "
-            f"requires_grad={view[name].trainable}). Apply the plan again, pass the plan that "
-            "was applied (and the same group options), or pass plan=False to store the "
-            "requires_grad state alone."
+            f"requires_grad={view[name].trainable}). Apply the plan again, or pass the plan "
+            "that was applied and the group options it was applied with (coarse=, spec=)."
         )
     if set(mask.frozen_stats) != set(stats):
         raise CheckpointError(
             f"the plan {plan} fixes the BatchNorm statistics of {sorted(mask.frozen_stats)}, "
-            f"but the model has fixed statistics in {stats}. Apply the plan again or pass "
-            "plan=False."
+            f"but the model has fixed statistics in {stats}. Apply the plan again."
         )
 
 

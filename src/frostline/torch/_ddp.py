@@ -24,7 +24,8 @@ def check_ddp(model: Any) -> None:
 
     Raises:
         PlanError: the trainable set changed after wrapping (the message says how).
-        BackendError: ``model`` is not wrapped in DDP.
+        BackendError: ``model`` is not wrapped in DDP, or this PyTorch does not expose DDP's
+            record.
 
     Example:
         >>> # ddp = DistributedDataParallel(fl.lock(net, 1) and net); fl.check_ddp(ddp)
@@ -35,10 +36,17 @@ def check_ddp(model: Any) -> None:
         raise BackendError(
             f"check_ddp expects a DistributedDataParallel model, got {type(model).__qualname__}."
         )
-    record = model._get_ddp_logging_data()
-    synced_count = int(record["num_parameter_tensors"])
-    synced_bytes = int(record["total_parameter_size_bytes"])
-    ignored = model.parameters_to_ignore
+    try:
+        # DDP keeps no public list of what it synchronises; its logging record has the counts.
+        record = model._get_ddp_logging_data()
+        synced_count = int(record["num_parameter_tensors"])
+        synced_bytes = int(record["total_parameter_size_bytes"])
+        ignored = model.parameters_to_ignore
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise BackendError(
+            f"this version of PyTorch does not say what DDP synchronises ({exc!r}); "
+            "check_ddp cannot compare it with requires_grad."
+        ) from None
     seen: set[int] = set()
     count = size = 0
     for name, param in model.module.named_parameters():
