@@ -27,8 +27,12 @@ def check_ddp(model: Any) -> None:
         BackendError: ``model`` is not wrapped in DDP, or this PyTorch does not expose DDP's
             record.
 
-    Example:
-        >>> # ddp = DistributedDataParallel(fl.lock(net, 1) and net); fl.check_ddp(ddp)
+    Example (inside an initialised process group)::
+
+        fl.lock(net, unlocked_groups=2)
+        ddp = DistributedDataParallel(net)
+        net.head.bias.requires_grad_(False)   # by hand, after wrapping
+        fl.check_ddp(ddp)                     # PlanError: DDP synchronises 6 tensors, 5 now
     """
     from torch.nn.parallel import DistributedDataParallel
 
