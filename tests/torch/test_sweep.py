@@ -161,3 +161,8 @@ def test_settings_follow_the_recommendation():
         "first 1 + head"
     assert Setting.from_recommendation(fl.recommend(_mlp(), 5_000, "low")).label == "LP-FT"
     assert Setting.from_recommendation(fl.recommend(_mlp(), 500)).label == "2"
+
+
+def test_a_probe_fraction_outside_zero_to_one_is_an_error():
+    with pytest.raises(PlanError, match=r"probe_fraction .* \[0, 1\)"):
+        Setting.lp_ft(3, probe_fraction=1.0)

@@ -26,8 +26,9 @@ from torch import nn
 
 from .._errors import FrostlineError, PlanError
 from ..core.groups import Groups
-from ..core.leaves import PARAM
+from ..core.leaves import PARAM, Leaf, TreeView
 from ..core.mask import Mask
+from ..core.norms import STAT_NAMES, is_batchnorm
 from ..core.plan import Plan
 from ._backend import BACKEND
 
@@ -55,6 +56,11 @@ class Setting:
     plan: Plan
     probe_fraction: float = 0.0
     unlocked_groups: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.probe_fraction < 1.0:
+            raise PlanError(f"probe_fraction is the share of epochs spent on the head alone, in "
+                            f"[0, 1); got {self.probe_fraction!r}.")
 
     @classmethod
     def lock(cls, unlocked_groups: int) -> Setting:
@@ -410,9 +416,8 @@ class _Trainer:
         except FrostlineError as exc:
             raise PlanError(f"setting {plan} does not fit the model: {exc}") from None
 
-    def _runner(self, model: nn.Module, plan: Plan, mask: Mask) -> tuple[nn.Module, int]:
-        """The module to train and the frozen prefix length it skips (0: the whole model)."""
-        boundary = frozen_prefix(self.groups, mask, BACKEND.view(model))
+    def _runner(self, model: nn.Module, boundary: int) -> tuple[nn.Module, int]:
+        """The module to run and how many leading groups it reads from the cache (0: none)."""
         if self.features is None or self.starts is None or boundary == 0:
             return model, 0
         self.features.check_same_weights(model, boundary)
@@ -422,13 +427,13 @@ class _Trainer:
                label: str) -> None:
         mask = self._mask(model, plan)
         BACKEND.apply(model, mask, plan)
-        runner, boundary = self._runner(model, plan, mask)
+        frozen = frozen_prefix(self.groups, mask, BACKEND.view(model))
+        runner, boundary = self._runner(model, frozen)
         self.cached_groups = max(self.cached_groups, boundary)
         x, y = self.train
         if boundary:
             x = self.features.features(boundary)[0]
-        prefix = _prefix_modules(model, self.groups, frozen_prefix(self.groups, mask,
-                                                                   BACKEND.view(model)))
+        prefix = _prefix_modules(model, self.groups, frozen)
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.Adam(params, lr=self.lr)
         for epoch in range(epochs):
@@ -450,7 +455,8 @@ class _Trainer:
                 self.progress(label)
 
     def _accuracy(self, model: nn.Module, plan: Plan) -> float:
-        runner, boundary = self._runner(model, plan, self._mask(model, plan))
+        frozen = frozen_prefix(self.groups, self._mask(model, plan), BACKEND.view(model))
+        runner, boundary = self._runner(model, frozen)
         x, y = self.val
         if boundary:
             x = self.features.features(boundary)[1]
@@ -458,7 +464,7 @@ class _Trainer:
         return (logits.argmax(1) == y).float().mean().item()
 
 
-def frozen_prefix(groups: Groups, mask: Mask, view: Any) -> int:
+def frozen_prefix(groups: Groups, mask: Mask, view: TreeView) -> int:
     """How many leading groups the mask freezes entirely (parameters and BatchNorm statistics)."""
     trainable = mask.as_dict()
     fixed_stats = set(mask.frozen_stats)
@@ -474,9 +480,7 @@ def frozen_prefix(groups: Groups, mask: Mask, view: Any) -> int:
     return count
 
 
-def _is_stat(leaf: Any) -> bool:
-    from ..core.norms import STAT_NAMES, is_batchnorm
-
+def _is_stat(leaf: Leaf) -> bool:
     return leaf.path[-1] in STAT_NAMES and bool(leaf.owners) and is_batchnorm(leaf.owners[-1])
 
 
