@@ -130,6 +130,11 @@ def fsdp2(rank: int, out: str, report: dict) -> None:
     report["no_grad"] = sorted(n for n, p in model.named_parameters() if p.grad is None)
     info = fl.save_trainable(model, os.path.join(out, "trainable.safetensors"))
     report["written"] = info.written
+    dist.barrier()  # rank 0 has written the file
+    try:
+        fl.load_trainable(model, os.path.join(out, "trainable.safetensors"))
+    except fl.CheckpointError as exc:
+        report["load_sharded"] = str(exc)
 
 
 def main() -> None:

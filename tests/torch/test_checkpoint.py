@@ -332,6 +332,17 @@ def test_non_strict_load_skips_tensors_the_model_lacks(tmp_path):
     assert info.skipped == ("7.bias", "7.weight")
 
 
+def test_compiled_model_saves_and_loads_under_the_plain_names(tmp_path):
+    model = _conv_net()
+    LAST_TWO.apply(model)
+    _train(model)
+    info = fl.save_trainable(torch.compile(model), tmp_path / "ck.safetensors")
+    assert "7.weight" in info.tensors
+    fresh = _conv_net()
+    fl.load_trainable(torch.compile(fresh), tmp_path / "ck.safetensors")
+    assert _same_state(fresh.state_dict(), model.state_dict())
+
+
 def test_meta_device_model_cannot_be_saved(tmp_path):
     with torch.device("meta"):
         model = _conv_net()

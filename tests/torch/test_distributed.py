@@ -176,3 +176,9 @@ def test_fsdp2_checkpoint_gathers_shards_and_rank0_writes(runs):
     assert set(info.tensors) == _trainable_names()
     after = _tensors(out, 0, "after")
     assert all(torch.equal(p, after[n]) for n, p in fresh.named_parameters())
+
+
+def test_fsdp2_sharded_model_is_refused_as_a_load_target(runs):
+    for report in _reports(runs / "fsdp2"):
+        assert "sharded (DTensor); load the checkpoint onto the unsharded model" in (
+            report["load_sharded"])

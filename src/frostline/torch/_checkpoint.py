@@ -87,7 +87,7 @@ def save_trainable(model: nn.Module, path: str | os.PathLike[str], plan: Plan | 
     (DTensor parameters) is gathered: call this on every rank; rank 0 writes.
 
     Args:
-        model: the model (a DDP wrapper is unwrapped).
+        model: the model (DDP and ``torch.compile`` wrappers are unwrapped).
         path: the file to write.
         plan: the plan to record; it must agree with the model's ``requires_grad``. When it is
             not given, the plan the model remembers is recorded if it still describes the
@@ -142,7 +142,7 @@ def load_trainable(model: nn.Module, path: str | os.PathLike[str], strict: bool 
     as they were when saving.
 
     Args:
-        model: the base model, unsharded (a DDP wrapper is unwrapped).
+        model: the base model, unsharded (DDP and ``torch.compile`` wrappers are unwrapped).
         path: the checkpoint file.
         strict: every stored tensor must exist in the model, and the stored plan must give the
             stored trainable state on this model; with False, missing tensors are skipped
@@ -191,6 +191,9 @@ def _unwrap(model: Any) -> nn.Module:
 
     if isinstance(model, DistributedDataParallel):
         return model.module
+    if type(model).__name__ == "OptimizedModule" and isinstance(
+            getattr(model, "_orig_mod", None), nn.Module):
+        return model._orig_mod  # torch.compile's wrapper: names without '_orig_mod.'
     if not isinstance(model, nn.Module):
         raise CheckpointError(
             f"trainable-only checkpoints are for torch.nn.Module models, got "
