@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
+
+from frostline.demo import pretrained_digit_net, source_data
 
 
 def sweep_accuracies(data: dict) -> list[list[float]]:
@@ -47,3 +52,25 @@ def test_demo_is_deterministic_and_reports_recommendation_and_best(cli):
         rows = {r["label"]: r["val_accuracy"] for r in task["sweep"]["rows"]}
         assert task["recommended_setting"] in rows
         assert rows[task["best_setting"]] == max(rows.values())
+
+
+@pytest.mark.slow
+def test_the_training_script_reproduces_the_shipped_demo_weights():
+    path = Path(__file__).resolve().parents[2] / "scripts" / "train_demo_source.py"
+    spec = importlib.util.spec_from_file_location("train_demo_source", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    threads, strict = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        retrained, accuracy = script.train()
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(strict)
+    shipped = pretrained_digit_net().state_dict()
+    for name, tensor in retrained.state_dict().items():
+        torch.testing.assert_close(tensor, shipped[name], rtol=0, atol=1e-5, msg=name)
+    held_out = source_data()[1][0]
+    with torch.no_grad():
+        assert torch.equal(retrained.eval()(held_out).argmax(1),
+                           pretrained_digit_net().eval()(held_out).argmax(1))
+    assert accuracy > 0.95
