@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..core.recommend import Recommendation, recommend
-from ..torch._sweep import Setting, SweepResult, default_settings, sweep
+from ..torch._sweep import Setting, SweepResult, SweepRow, default_settings, sweep
 from ._data import Task, tasks
 from ._model import pretrained_digit_net, reset_head
 
@@ -40,7 +40,8 @@ class TaskResult:
     result: SweepResult
 
     @property
-    def recommended_row(self):
+    def recommended_row(self) -> SweepRow:
+        """The sweep row of the recommended setting."""
         return next(row for row in self.result.rows if row.label == self.recommended_label)
 
 
