@@ -52,7 +52,7 @@ def _assert_lock_parity(model, ks, freeze_bn_stats: bool, lock_theirs, **options
             for p in reused.parameters():
                 p.requires_grad_(True)
         theirs = reused if reused is not None else copy.deepcopy(model)
-        with torch.device("meta"):  # FrozenBatchNorm2d is created on the tower's device
+        with torch.device(next(model.parameters()).device):  # where FrozenBatchNorm2d is made
             lock_theirs(theirs, k, freeze_bn_stats)
         fl.lock(ours, k, freeze_bn_stats=freeze_bn_stats, **options)
         assert frozen_params(ours) == frozen_params(theirs), k

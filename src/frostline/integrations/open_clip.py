@@ -123,7 +123,8 @@ def _timm_tower_groups(model: Any, view: TreeView, *, coarse: bool, head_group: 
     from ..torch._groups import submodule_groups
 
     trunk = submodule_groups(model, view, "trunk", coarse=coarse, **options)
-    note = (f"open_clip TimmModel: the trunk's timm groups (coarse={coarse}); ")
+    source = f"{SOURCE} over {trunk.source}"
+    note = f"open_clip TimmModel: the trunk's groups (coarse={coarse}); "
     rest = [leaf.name for leaf in view
             if view.canonical[leaf.name] == leaf.name and not leaf.name.startswith("trunk.")]
     members = [list(group.leaf_names) for group in trunk]
@@ -131,14 +132,13 @@ def _timm_tower_groups(model: Any, view: TreeView, *, coarse: bool, head_group: 
     if not head_group:
         note += ("the head outside the trunk stays trainable even at unlocked_groups=0, as in "
                  "OpenCLIP 3.3.0 (head_group=True makes it the top group)")
-        return build_groups(view, members, names, trunk.source, [note, *trunk.notes],
+        return build_groups(view, members, names, source, [note, *trunk.notes],
                             trunk.unmatched, trunk.scope)
     if rest:
         members.append(rest)
         names.append("head")
     note += "the projection head is the top group (head_group=True)"
-    return build_groups(view, members, names, trunk.source, [note, *trunk.notes],
-                        trunk.unmatched)
+    return build_groups(view, members, names, source, [note, *trunk.notes], trunk.unmatched)
 
 
 def _resnet_groups(view: TreeView) -> Groups:
