@@ -31,7 +31,7 @@ from ._groups import torch_groups
 from ._view import build_view
 
 _INT_OF_SIZE = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
-# Elements per bucket of the accelerator fingerprint (temporaries: about 40 bytes each).
+# Elements per bucket of the accelerator fingerprint (temporaries: about 28 bytes each).
 _CHUNK = 1 << 22
 _STATS = ("running_mean", "running_var", "num_batches_tracked")
 
@@ -65,7 +65,7 @@ def device_fingerprints(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     Tensors are cut into pieces of at most ``_CHUNK`` elements, pieces are packed into buckets
     of about ``_CHUNK`` elements, and each bucket is reduced with a handful of kernels (prefix
     sums read at the piece boundaries), so the cost is a few launches per bucket rather than per
-    tensor, and the temporaries stay near 40 bytes per bucket element. Sums wrap modulo 2**64.
+    tensor, and the temporaries stay near 28 bytes per bucket element. Sums wrap modulo 2**64.
     """
     device = tensors[0].device
     pieces: list[tuple[int, int, torch.Tensor]] = []
@@ -107,17 +107,22 @@ def device_fingerprints(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
 
 def _reduce_bucket(views: list[torch.Tensor], device: torch.device) -> tuple[torch.Tensor,
                                                                              torch.Tensor]:
-    """Per view: sum of its elements and sum of (1-based position in the view) * element."""
+    """Per view: sum of its elements and sum of (1-based position in the view) * element.
+
+    Two prefix sums do it without materialising any weights: with ``C`` the prefix sum of the
+    elements and ``D`` that of ``C``, a view ``[s, e)`` has ``sum = C[e-1] - C[s-1]`` and
+    ``sum((e - g) * x[g]) = D[e-1] - D[s-1] - (e - s) * C[s-1]``; the weights counted from the
+    start follow as ``(e - s + 1) * sum`` minus that.
+    """
     flat = torch.cat(views).to(torch.int64)
     lengths = torch.tensor([v.numel() for v in views], device=device)
-    ends = lengths.cumsum(0)
-    starts = ends - lengths
-    position = torch.arange(flat.numel(), device=device, dtype=torch.int64)
-    totals = torch.stack([flat.cumsum(0), (flat * position).cumsum(0)])[:, ends - 1]
-    per_view = torch.diff(totals, dim=1, prepend=torch.zeros(2, 1, dtype=torch.int64,
-                                                               device=device))
-    piece_plain = per_view[0]
-    return piece_plain, per_view[1] - (starts - 1) * piece_plain
+    last = lengths.cumsum(0) - 1
+    prefix = flat.cumsum(0)
+    at_end = torch.stack([prefix[last], prefix.cumsum(0)[last]])
+    before = torch.nn.functional.pad(at_end[:, :-1], (1, 0))
+    plain = at_end[0] - before[0]
+    from_end = at_end[1] - before[1] - lengths * before[0]
+    return plain, (lengths + 1) * plain - from_end
 
 
 def _bits(tensor: torch.Tensor) -> torch.Tensor:
