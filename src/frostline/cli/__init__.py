@@ -8,6 +8,7 @@ saying what to do), 1 a failure during the work.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -63,6 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         _error(str(exc))
         return USER_ERROR
+    except BrokenPipeError:
+        # The reader went away (``frostline ... | head``): stop quietly, as other tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return FAILURE
     except KeyboardInterrupt:
         _error("interrupted")
         return FAILURE

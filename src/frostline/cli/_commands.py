@@ -122,6 +122,12 @@ def run_plan(args: argparse.Namespace) -> int:
     if args.check:
         echo(f"{args.check}: valid for {args.model} (every rule matches, groups exist, "
              "no tied-weight conflicts)")
+    echo("rules (the last matching rule decides; no match: trainable):")
+    for index, rule in enumerate(plan.rules):
+        echo(f"  {index}: {rule}")
+    flags = [flag for flag in ("freeze_bn_stats", "train_bn") if getattr(plan, flag)]
+    if flags:
+        echo(f"  with {', '.join(flags)}")
     echo(str(explanation))
     frozen = sum(1 for row in explanation.rows if not row.trainable and row.kind == "param")
     echo(f"{frozen} parameter tensors frozen; {report.total_line}")
