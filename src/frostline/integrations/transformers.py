@@ -107,6 +107,17 @@ def _under(name: str, prefix: str) -> bool:
     return name == prefix or name.startswith(prefix + ".")
 
 
+def _block_of(name: str, block_index: dict[str, int]) -> tuple[int, str] | None:
+    """(stack index, block path) of the first block on ``name``'s path, or None."""
+    end = name.find(".")
+    while end != -1:
+        prefix = name[:end]
+        if prefix in block_index:
+            return block_index[prefix], prefix
+        end = name.find(".", end + 1)
+    return (block_index[name], name) if name in block_index else None
+
+
 def _part(stack: str, other: str) -> str:
     """The module that holds ``stack`` but not ``other`` (``encoder`` for T5's two stacks)."""
     mine, theirs = stack.split("."), other.split(".")
@@ -130,6 +141,8 @@ def _stack_groups(view: TreeView, model: Any, stacks: list[tuple[str, list[str]]
             keys.append(key)
         members[key].append(name)
 
+    # Block path -> stack index: a dictionary look-up per prefix keeps this linear in leaves.
+    block_index = {b: j for j, (_, blocks) in enumerate(stacks) for b in blocks}
     current = -1
     for leaf in view:
         name = leaf.name
@@ -138,8 +151,7 @@ def _stack_groups(view: TreeView, model: Any, stacks: list[tuple[str, list[str]]
         if feature is not None and _under(name, feature):
             put(feature, name)
             continue
-        block = next(((j, b) for j, (_, blocks) in enumerate(stacks) for b in blocks
-                      if _under(name, b)), None)
+        block = _block_of(name, block_index)
         if block is not None:
             current = block[0]
             put(block[1], name)
