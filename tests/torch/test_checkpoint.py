@@ -236,6 +236,30 @@ def test_plain_safetensors_file_is_refused_as_not_frostline(tmp_path):
         fl.load_trainable(_conv_net(), tmp_path / "plain.safetensors")
 
 
+@pytest.mark.parametrize("key, value", [
+    ("frostline.plan", "{not json"),
+    ("frostline.state", '{"trainable": "7.weight", "frozen_stats": []}'),
+    ("frostline.base", '{"architecture": []}'),
+    ("frostline.plan", '{"version": 1, "rules": [{"freez": "**"}]}'),
+])
+def test_damaged_metadata_is_refused_before_the_model_is_touched(tmp_path, key, value):
+    from safetensors.torch import save_file
+
+    model = _conv_net()
+    LAST_TWO.apply(model)
+    fl.save_trainable(model, tmp_path / "ck.safetensors")
+    keys, meta = _stored(tmp_path / "ck.safetensors")
+    with safe_open(os.fspath(tmp_path / "ck.safetensors"), framework="pt") as handle:
+        tensors = {k: handle.get_tensor(k) for k in keys}
+    save_file(tensors, tmp_path / "bad.safetensors", metadata={**meta, key: value})
+    fresh = _conv_net()
+    before = _state(fresh)
+    with pytest.raises(fl.CheckpointError,
+                       match=r"damaged frostline metadata|plan that cannot be read: rule 0"):
+        fl.load_trainable(fresh, tmp_path / "bad.safetensors")
+    assert _same_state(_state(fresh), before)
+
+
 def test_missing_file_is_a_checkpoint_error(tmp_path):
     with pytest.raises(fl.CheckpointError, match="no checkpoint at"):
         fl.load_trainable(_conv_net(), tmp_path / "nope.safetensors")

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._errors import CheckpointError, FrostlineError
+from .._errors import CheckpointError, FrostlineError, PlanError
 from ..core.leaves import PARAM, TreeView
 from ..core.mask import Mask
 from ..core.norms import STAT_NAMES
@@ -173,7 +173,7 @@ def load_trainable(model: nn.Module, path: str | os.PathLike[str], strict: bool 
         _check_architecture(meta["base"]["architecture"], view, path)
         _check_digests(meta["base"]["digests"], tensors, path)
     loaded, skipped = _match_tensors(payload, tensors, strict, path)
-    plan = Plan.from_dict(meta["plan"]) if meta["plan"] is not None else None
+    plan = meta["plan"]
     mask = _mask_to_restore(model, view, plan, meta["state"], strict, group_options, path)
     with torch.no_grad():
         for name in loaded:
@@ -411,6 +411,11 @@ def _read(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         _validate_meta(meta)
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path!r} has damaged frostline metadata ({exc!r}).") from None
+    if meta["plan"] is not None:
+        try:
+            meta["plan"] = Plan.from_dict(meta["plan"])
+        except PlanError as exc:
+            raise CheckpointError(f"{path!r} holds a plan that cannot be read: {exc}") from None
     return payload, meta
 
 
