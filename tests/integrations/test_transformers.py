@@ -60,13 +60,13 @@ def family(request):
     return request.param, build(), stacks
 
 
-def test_groups_are_embeddings_then_each_layer_then_head(family):
+def test_groups_are_embeddings_stem_then_each_layer_then_head(family):
     name, model, stacks = family
     found = fl.groups(model)
     assert found.source == "transformers rule"
     layers = [f"{stack}.{i}" for stack in stacks for i in range(2)]
     assert [n for n in found.names if n in layers] == layers
-    first = "wav2vec2.feature_extractor" if name == "wav2vec2" else "embeddings"
+    first = "wav2vec2.feature_extractor" if name == "wav2vec2" else "stem"
     assert found.names[0] == first and found.names[-1] == "head"
     placed = [n for group in found for n in group.leaf_names]
     assert sorted(placed) == sorted(leaf.name for leaf in fl.view(model))
@@ -94,7 +94,7 @@ def test_gpt2_tied_lm_head_lands_with_the_input_embeddings():
 
 def test_t5_orders_encoder_before_decoder_and_keeps_shared_embeddings_first():
     found = fl.groups(FAMILIES["t5"][0]())
-    assert found.names == ["embeddings", "encoder.block.0", "encoder.block.1", "encoder.final",
+    assert found.names == ["stem", "encoder.block.0", "encoder.block.1", "encoder.final",
                            "decoder.block.0", "decoder.block.1", "head"]
     assert set(found[0].parameter_names) == {"shared.weight", "encoder.embed_tokens.weight",
                                              "decoder.embed_tokens.weight", "lm_head.weight"}
@@ -132,7 +132,7 @@ def test_real_minilm_trains_only_its_unlocked_layers():
 
     model = T.BertModel.from_pretrained(str(get_model_path()))
     found = fl.groups(model)
-    assert found.names == ["embeddings", *[f"encoder.layer.{i}" for i in range(6)], "head"]
+    assert found.names == ["stem", *[f"encoder.layer.{i}" for i in range(6)], "head"]
     fl.lock(model, 2)
     top = set(found[-1].parameter_names) | set(found[-2].parameter_names)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}

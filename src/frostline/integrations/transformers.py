@@ -5,7 +5,7 @@ A *stack* is a ``ModuleList`` of same-class layers (``encoder.layer``, ``model.l
 
 - the feature encoder of speech models (wav2vec2, HuBERT ...), alone: exactly what
   ``model.freeze_feature_encoder()`` freezes, so ``fl.lock(model, len(groups) - 1)`` matches it;
-- ``embeddings``: everything before the first stack;
+- ``stem``: the embeddings, everything before the first stack;
 - one group per layer of the stack;
 - between two stacks (encoder-decoder models: T5, Whisper; the two towers of CLIP), what belongs to
   the first stack's part (``encoder.final_layer_norm``) forms ``<part>.final`` and the rest
@@ -20,7 +20,7 @@ Example:
     >>> cfg = transformers.BertConfig(vocab_size=32, hidden_size=8, num_hidden_layers=2,
     ...                               num_attention_heads=2, intermediate_size=16)
     >>> fl.groups(transformers.BertModel(cfg)).names
-    ['embeddings', 'encoder.layer.0', 'encoder.layer.1', 'head']
+    ['stem', 'encoder.layer.0', 'encoder.layer.1', 'head']
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ def _stack_groups(view: TreeView, model: Any, stacks: list[tuple[str, list[str]]
             current = block[0]
             put(block[1], name)
         elif current < 0:
-            put("embeddings", name)
+            put("stem", name)
         elif current == len(stacks) - 1:
             put("head", name)
         elif _under(name, parts[current]):
