@@ -240,6 +240,8 @@ def test_plain_safetensors_file_is_refused_as_not_frostline(tmp_path):
     ("frostline.plan", "{not json"),
     ("frostline.state", '{"trainable": "7.weight", "frozen_stats": []}'),
     ("frostline.base", '{"architecture": []}'),
+    ("frostline.base", '{"architecture": [["0.weight"]], "digests": {}}'),
+    ("frostline.base", '{"architecture": [], "digests": {"0.weight": 3}}'),
     ("frostline.plan", '{"version": 1, "rules": [{"freez": "**"}]}'),
 ])
 def test_damaged_metadata_is_refused_before_the_model_is_touched(tmp_path, key, value):

@@ -421,10 +421,19 @@ def _read(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
 
 def _validate_meta(meta: dict[str, Any]) -> None:
     state, base = meta["state"], meta["base"]
-    if not (isinstance(state["trainable"], list) and isinstance(state["frozen_stats"], list)
-            and isinstance(base["architecture"], list) and isinstance(base["digests"], dict)
-            and (meta["plan"] is None or isinstance(meta["plan"], dict))):
-        raise ValueError("unexpected types in the metadata")
+    strings = (state["trainable"], state["frozen_stats"], list(base["digests"]),
+               list(base["digests"].values()))
+    if not all(isinstance(items, list) and all(isinstance(x, str) for x in items)
+               for items in strings):
+        raise ValueError("the trainable state and digests must be lists of names")
+    if meta["plan"] is not None and not isinstance(meta["plan"], dict):
+        raise ValueError("the plan must be a mapping")
+    for entry in base["architecture"]:
+        if not (isinstance(entry, list) and len(entry) == 5
+                and all(isinstance(x, str) for x in entry[:3])
+                and isinstance(entry[3], list) and all(type(n) is int for n in entry[3])
+                and (entry[4] is None or isinstance(entry[4], str))):
+            raise ValueError(f"malformed architecture entry {entry!r}")
 
 
 # --- checks on load ------------------------------------------------------------------------------
@@ -455,7 +464,8 @@ def _check_architecture(recorded: list[list[Any]], view: TreeView, path: str) ->
 
 
 def _check_digests(recorded: dict[str, str], tensors: dict[str, torch.Tensor], path: str) -> None:
-    differ = [name for name, digest in recorded.items() if _digest(tensors[name]) != digest]
+    differ = [name for name, digest in recorded.items()
+              if name not in tensors or _digest(tensors[name]) != digest]
     if differ:
         raise CheckpointError(
             f"{path!r} was trained on other frozen weights: {len(differ)} frozen tensors of this "
