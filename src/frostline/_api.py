@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ._report import Explanation, Summary
+from .core._gc import paused_gc
 from .core.backend import backend_for
 from .core.groups import Groups
 from .core.leaves import TreeView
@@ -93,10 +94,11 @@ def lock(model: Any, unlocked_groups: int = 0, freeze_bn_stats: bool = False,
     """
     Plan.lock(unlocked_groups, freeze_bn_stats)  # checks the arguments before any work
     backend = backend_for(model)
-    tree = backend.view(model)
-    found = backend.groups(model, tree, **group_options)
-    plan = Plan.lock(unlocked_groups, freeze_bn_stats, within=found.scope)
-    backend.apply(model, plan.evaluate(tree, found), plan)
+    with paused_gc():
+        tree = backend.view(model)
+        found = backend.groups(model, tree, **group_options)
+        plan = Plan.lock(unlocked_groups, freeze_bn_stats, within=found.scope)
+        backend.apply(model, plan.evaluate(tree, found), plan)
     return plan
 
 

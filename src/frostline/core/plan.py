@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from .._errors import PlanError, SelectorError, TiedWeightError
+from ._gc import paused_gc
 from .groups import Groups
 from .leaves import PARAM, TreeView
 from .mask import Mask
@@ -187,8 +188,9 @@ class Plan:
         from .backend import backend_for
 
         backend = backend_for(model)
-        view = backend.view(model)
-        return self.evaluate(view, lambda: backend.groups(model, view, **group_options))
+        with paused_gc():
+            view = backend.view(model)
+            return self.evaluate(view, lambda: backend.groups(model, view, **group_options))
 
     def mask(self, model: Any, **group_options: Any) -> Any:
         """The framework's own mask: a filter spec pytree (JAX) or {name: bool} (PyTorch)."""

@@ -20,37 +20,45 @@ def build_view(model: nn.Module) -> TreeView:
         >>> [leaf.name for leaf in view][:3]
         ['0.weight', '0.bias', '1.weight']
     """
-    chains: dict[str, tuple[Owner, ...]] = {}
     module_paths: list[str] = []
     module_classes: list[type] = []
     raw: list[tuple[str, tuple[str, ...], tuple[Owner, ...], torch.Tensor, str]] = []
-    for path, module in model.named_modules(remove_duplicate=False):
-        parent = path.rpartition(".")[0] if path else None
-        chain = (*chains.get(parent, ()), Owner(path, type(module))) if path else (
-            Owner("", type(module)),)
-        chains[path] = chain
+    # Depth-first, parents before children, every path of a shared module, as
+    # named_modules(remove_duplicate=False) walks; a plain stack avoids its nested generators
+    # (a cost per module that grows with depth).
+    stack: list[tuple[str, tuple[str, ...], nn.Module, tuple[Owner, ...]]] = [
+        ("", (), model, ())]
+    while stack:
+        path, keys, module, parents = stack.pop()
+        chain = (*parents, Owner(path, type(module)))
         module_paths.append(path)
         module_classes.append(type(module))
         prefix = path + "." if path else ""
-        keys = tuple(path.split(".")) if path else ()
         for key, tensor in module._parameters.items():
             if tensor is not None:
                 raw.append((prefix + key, (*keys, key), chain, tensor, PARAM))
         for key, tensor in module._buffers.items():
             if tensor is not None:
                 raw.append((prefix + key, (*keys, key), chain, tensor, BUFFER))
+        children = [(prefix + key, (*keys, key), child, chain)
+                    for key, child in module._modules.items() if child is not None]
+        stack.extend(reversed(children))
     names_by_tensor: dict[int, list[str]] = {}
     for name, _, _, tensor, _ in raw:
         names_by_tensor.setdefault(id(tensor), []).append(name)
+    dtype_names: dict[torch.dtype, str] = {}
     leaves = []
     for index, (name, keys, chain, tensor, kind) in enumerate(raw):
         aliases = names_by_tensor[id(tensor)]
+        dtype = tensor.dtype
+        if dtype not in dtype_names:
+            dtype_names[dtype] = str(dtype).removeprefix("torch.")
         leaves.append(Leaf(
             name=name,
             path=keys,
             owners=chain,
             shape=tuple(tensor.shape),
-            dtype=str(tensor.dtype).removeprefix("torch."),
+            dtype=dtype_names[dtype],
             kind=kind,
             trainable=bool(tensor.requires_grad) if kind == PARAM else None,
             tied_to=tuple(a for a in aliases if a != name) if len(aliases) > 1 else (),
