@@ -107,3 +107,28 @@ def test_unknown_submodule_is_reported():
 def test_schedule_of_wrong_type_is_refused():
     with pytest.raises(fl.PlanError, match="expects an UnfreezeSchedule or a Plan, got dict"):
         FrostlineFinetuning({0: fl.Plan()}, lr=0.1)
+
+
+@pytest.mark.slow
+def test_resumed_fit_restores_the_added_groups_and_keeps_thawing(tmp_path):
+    schedule = fl.UnfreezeSchedule.gradual(every=1, start=1)
+    first = Classifier()
+    trainer = fit(first, FrostlineFinetuning(schedule, lr=0.05, module="net"), epochs=2,
+                  root=tmp_path)
+    path = tmp_path / "two_epochs.ckpt"
+    trainer.save_checkpoint(path)
+    saved_groups = [len(g["params"]) for g in trainer.optimizers[0].param_groups]
+
+    resumed = Classifier()
+    trainer = pl.Trainer(max_epochs=4, accelerator="cpu", devices=1, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=str(tmp_path),
+                         callbacks=[FrostlineFinetuning(schedule, lr=0.05, module="net")])
+    trainer.fit(resumed, loader(), ckpt_path=str(path))
+    assert [s["groups"] for s in resumed.seen] == [3, 4]
+    assert [len(g["params"]) for g in trainer.optimizers[0].param_groups][:2] == saved_groups
+    assert [s["trainable"] for s in resumed.seen] == [
+        top_groups(resumed.net, k) for k in (3, 4)]
+    names = {id(p): n for n, p in resumed.net.named_parameters()}
+    in_optimizer = [names[id(p)] for g in trainer.optimizers[0].param_groups for p in g["params"]]
+    assert sorted(in_optimizer) == sorted(top_groups(resumed.net, 4))

@@ -6,8 +6,14 @@ the schedule's plan for epoch 0 (so ``configure_optimizers`` sees only what trai
 in steps) it applies the plan that holds then and adds the newly trainable parameters to every
 optimizer as new parameter groups (layer-wise learning rate and weight decay as
 :func:`frostline.param_groups` gives them), extends the optimizer's LR schedulers to the new
-groups, and lets ``BaseFinetuning`` record the groups so a resumed run restores them. Frozen
-BatchNorm statistics stay fixed although the trainer calls ``train()`` every epoch.
+groups, and lets ``BaseFinetuning`` record the groups so a resumed run restores them (and
+extends its schedulers to the restored groups). Frozen BatchNorm statistics stay fixed although
+the trainer calls ``train()`` every epoch.
+
+``freeze_bn_stats`` and ``train_bn`` of the schedule are independent: ``freeze_bn_stats`` keeps
+the running statistics of BatchNorms in frozen groups fixed (eval mode that survives
+``train()``); ``train_bn`` keeps the affine parameters of normalisation layers in frozen groups
+trainable. Both on: BN scales and shifts adapt while the statistics stay those of pretraining.
 
 This module imports Lightning; ``import frostline`` does not import it.
 """
@@ -83,6 +89,12 @@ class FrostlineFinetuning(BaseFinetuning):
     def freeze_before_training(self, pl_module: pl.LightningModule) -> None:
         self.unfreezer = Unfreezer(self.target(pl_module), self.schedule, **self._options)
 
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # A resumed run gets its added groups back here; its schedulers must cover them too.
+        super().on_fit_start(trainer, pl_module)
+        for config in trainer.lr_scheduler_configs:
+            extend_scheduler(config.scheduler)
+
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._trainer = trainer
         if self.schedule.unit == "epoch":
@@ -107,4 +119,4 @@ class FrostlineFinetuning(BaseFinetuning):
         if added and self._trainer is not None:
             for config in self._trainer.lr_scheduler_configs:
                 if config.scheduler.optimizer is optimizer:
-                    extend_scheduler(config.scheduler, added)
+                    extend_scheduler(config.scheduler)

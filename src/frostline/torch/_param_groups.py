@@ -105,7 +105,7 @@ def build_param_groups(model: nn.Module, lr: float, *, weight_decay: float = 0.0
     for name, param in model.named_parameters():
         if not param.requires_grad or (only is not None and name not in only):
             continue
-        index, scale = scales.get(name, (len(groups) - 1 if groups else -1, 1.0))
+        index, scale = scales.get(name, (0, 1.0))
         decays = bool(weight_decay) and name not in excluded
         key = (index, decays)
         if key not in buckets:

@@ -10,7 +10,7 @@ optimizer are never added twice and keep their optimizer state.
 
 Learning-rate schedulers built before groups were added must be told about them:
 :func:`extend_scheduler` (called by ``step`` when given the scheduler) appends the new groups'
-initial rates to ``base_lrs`` and, for ``LambdaLR``/``MultiplicativeLR``, their ``lr_lambdas``
+initial rates to ``base_lrs`` and, for ``LambdaLR``/``MultiplicativeLR``, to ``lr_lambdas``
 (without that, torch's ``LambdaLR.step()`` raises, as its per-group lists are too short).
 
 Resuming: save ``unfreezer.state_dict()`` with the optimizer's and scheduler's state dicts;
@@ -32,6 +32,7 @@ from torch import nn
 from .._errors import CheckpointError, PlanError
 from ..core.groups import Groups
 from ..core.plan import Plan
+from ._apply import apply_mask
 from ._groups import torch_groups
 from ._param_groups import DEFAULT_NO_DECAY, build_param_groups
 from ._view import build_view
@@ -259,11 +260,7 @@ class Unfreezer:
         self._add(optimizer, restored, scheduler)
 
     def _apply(self, plan: Plan) -> None:
-        view = build_view(self.model)
-        mask = plan.evaluate(view, self.groups)
-        from ._backend import BACKEND
-
-        BACKEND.apply(self.model, mask, plan)
+        apply_mask(self.model, plan.evaluate(build_view(self.model), self.groups), plan)
 
     def _add(self, optimizer: torch.optim.Optimizer, new: Sequence[dict[str, Any]],
              scheduler: Any) -> None:
@@ -278,21 +275,34 @@ class Unfreezer:
             record["param_names"] = param_names
             self.added.append(record)
         if scheduler is not None:
-            extend_scheduler(scheduler, new)
+            extend_scheduler(scheduler)
 
 
-def extend_scheduler(scheduler: Any, new_groups: Sequence[dict[str, Any]]) -> None:
-    """Tell an LR scheduler about parameter groups added to its optimizer after it was built.
+def extend_scheduler(scheduler: Any) -> None:
+    """Make an LR scheduler cover every parameter group its optimizer has now.
 
-    Appends each group's initial rate to ``base_lrs`` (and sets the group's ``initial_lr``),
-    its ``lr_lambdas`` entry (a copy of the first one) for ``LambdaLR``/``MultiplicativeLR``,
-    its ``min_lrs`` entry for ``ReduceLROnPlateau``, and recurses into ``SequentialLR`` and
-    ``ChainedScheduler``. A ``LambdaLR`` group then starts at ``initial_lr * lambda(epoch)``,
-    where the schedule is now.
+    Schedulers keep per-group lists sized when they were built; groups added later (by an
+    :class:`Unfreezer`, or restored on resume) are missing from them, and torch's ``LambdaLR``
+    then raises on its next ``step()``. For each group the lists lack, this sets the group's
+    ``initial_lr`` (to its current ``lr``) and appends it to ``base_lrs``; appends a copy of the
+    first entry of ``lr_lambdas`` (``LambdaLR``, ``MultiplicativeLR``) or ``min_lrs``
+    (``ReduceLROnPlateau``); and recurses into ``SequentialLR`` and ``ChainedScheduler``. A
+    ``LambdaLR`` group then starts at ``initial_lr * lambda(last_epoch)``, where the schedule
+    is now. Calling it again changes nothing.
 
     Raises:
         PlanError: for ``OneCycleLR`` and ``CyclicLR``, whose per-group settings live in the
             param groups themselves (rebuild those schedulers after thawing instead).
+
+    Example:
+        >>> import torch, frostline as fl
+        >>> a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+        >>> opt = torch.optim.SGD(a.parameters(), lr=1.0)
+        >>> sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 0.5 ** epoch)
+        >>> opt.add_param_group({"params": b.parameters(), "lr": 1.0})
+        >>> fl.extend_scheduler(sched)
+        >>> len(sched.base_lrs), len(sched.lr_lambdas)
+        (2, 2)
     """
     from torch.optim import lr_scheduler as sched
 
@@ -301,21 +311,20 @@ def extend_scheduler(scheduler: Any, new_groups: Sequence[dict[str, Any]]) -> No
             f"{type(scheduler).__name__} keeps per-group settings in the optimizer's param "
             "groups and cannot be extended; rebuild it after the groups were added."
         )
-    children = getattr(scheduler, "_schedulers", None)
-    if isinstance(scheduler, (sched.SequentialLR, sched.ChainedScheduler)) and children:
-        for child in children:
-            extend_scheduler(child, new_groups)
+    if isinstance(scheduler, (sched.SequentialLR, sched.ChainedScheduler)):
+        for child in scheduler._schedulers:
+            extend_scheduler(child)
+        return
+    groups = scheduler.optimizer.param_groups
     if isinstance(scheduler, sched.ReduceLROnPlateau):
-        scheduler.min_lrs.extend([scheduler.min_lrs[0]] * len(new_groups))
+        scheduler.min_lrs.extend([scheduler.min_lrs[0]] * (len(groups) - len(scheduler.min_lrs)))
         return
     lambdas = getattr(scheduler, "lr_lambdas", None)
-    for group in new_groups:
+    for group in groups[len(scheduler.base_lrs):]:
         initial = group.setdefault("initial_lr", group["lr"])
-        if isinstance(scheduler, sched.SequentialLR | sched.ChainedScheduler):
-            continue
         scheduler.base_lrs.append(initial)
-        if lambdas is not None:
-            lambdas.append(lambdas[0])
-            if isinstance(scheduler, sched.LambdaLR):
-                group["lr"] = initial * lambdas[0](scheduler.last_epoch)
+        if isinstance(scheduler, sched.LambdaLR):
+            group["lr"] = initial * lambdas[0](scheduler.last_epoch)
         scheduler._last_lr.append(group["lr"])
+    if lambdas is not None:
+        lambdas.extend([lambdas[0]] * (len(groups) - len(lambdas)))
