@@ -23,15 +23,18 @@ class Classifier(pl.LightningModule):
         torch.manual_seed(0)
         self.net = timm.create_model("resnet10t", pretrained=False, num_classes=3)
         self.seen: list[dict] = []
+        self.every_batch: list[dict] = []
 
     def training_step(self, batch: tuple, batch_idx: int) -> torch.Tensor:
         x, y = batch
+        state = {
+            "trainable": {n for n, p in self.net.named_parameters() if p.requires_grad},
+            "stem_bn_training": self.net.bn1.training,
+            "groups": len(self.trainer.optimizers[0].param_groups),
+        }
+        self.every_batch.append(state)
         if batch_idx == 0:
-            self.seen.append({
-                "trainable": {n for n, p in self.net.named_parameters() if p.requires_grad},
-                "stem_bn_training": self.net.bn1.training,
-                "groups": len(self.trainer.optimizers[0].param_groups),
-            })
+            self.seen.append(state)
         return F.cross_entropy(self.net(x), y)
 
     def configure_optimizers(self) -> dict:
@@ -75,6 +78,18 @@ def test_groups_thaw_at_scheduled_epochs_and_frozen_bn_stays_fixed(tmp_path):
     assert not torch.equal(module.net.layer4[0].bn1.running_mean, layer4_stats)
     scheduler = trainer.lr_scheduler_configs[0].scheduler
     assert len(scheduler.base_lrs) == len(trainer.optimizers[0].param_groups) == 2
+
+
+@pytest.mark.slow
+def test_schedule_counted_in_steps_thaws_between_batches(tmp_path):
+    module = Classifier()
+    schedule = fl.UnfreezeSchedule.gradual(every=3, start=1, unit="step")
+    trainer = fit(module, FrostlineFinetuning(schedule, lr=0.05, module="net"), epochs=2,
+                  root=tmp_path)
+    assert [s["groups"] for s in module.every_batch] == [1, 1, 1, 2]
+    assert module.every_batch[-1]["trainable"] == top_groups(module.net, 2)
+    scheduler = trainer.lr_scheduler_configs[0].scheduler
+    assert len(scheduler.base_lrs) == len(scheduler.lr_lambdas) == 2
 
 
 @pytest.mark.slow
