@@ -58,8 +58,9 @@ class ModuleList(Module):
     pass
 
 
-MODULE_CLASSES = {cls.__name__: cls for cls in (Module, Linear, Embedding, LayerNorm, FancyLayerNorm,
-                                                BatchNorm2d, Attention, MLP, Block, ModuleList)}
+MODULE_CLASSES = {cls.__name__: cls for cls in (
+    Module, Linear, Embedding, LayerNorm, FancyLayerNorm, BatchNorm2d, Attention, MLP, Block,
+    ModuleList)}
 
 
 def _tree_view(leaves, classes):
