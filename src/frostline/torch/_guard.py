@@ -163,9 +163,10 @@ class Snapshot:
                 "same parameter names."
             )
         out: set[str] = set()
-        for names, before in self.prints.values():
-            after = fingerprints([tensors[n] for n in names])
-            changed = (after.to(before.device) != before).any(dim=1).tolist()
+        for device, (names, before) in self.prints.items():
+            # Fingerprints differ by device type: compare a moved model on the snapshot's device.
+            after = fingerprints([tensors[n].to(device) for n in names])
+            changed = (after != before).any(dim=1).tolist()
             out.update(n for n, c in zip(names, changed) if c)
         return out
 
