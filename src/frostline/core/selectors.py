@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -189,7 +190,11 @@ class Regex(Selector):
     @cached_property
     def _compiled(self) -> re.Pattern[str]:
         try:
-            return re.compile(self.pattern)
+            with warnings.catch_warnings():
+                # re warns about syntax a future Python may read differently ("possible nested
+                # set"); the pattern still means what it says today, so keep the warning quiet.
+                warnings.simplefilter("ignore", FutureWarning)
+                return re.compile(self.pattern)
         except re.error as exc:
             raise SelectorError(
                 f"invalid regular expression {self.pattern!r}: {exc}. Fix the pattern "
