@@ -16,7 +16,8 @@ def check_ddp(model: Any) -> None:
     """Raise if ``requires_grad`` changed since ``model`` was wrapped in DDP.
 
     DDP records how many parameter tensors (and bytes) it synchronises; this compares that
-    record with the parameters that require gradients now. Call it after changing what
+    record with the parameters that require gradients now (so freezing one tensor and thawing
+    another of exactly the same size at once goes unnoticed). Call it after changing what
     trains, before the next step.
 
     Args:
