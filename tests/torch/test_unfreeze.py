@@ -240,3 +240,43 @@ def test_malformed_unfreezer_state_is_refused():
     optimizer = torch.optim.SGD(unfreezer.param_groups(), lr=1e-3)
     with pytest.raises(fl.CheckpointError, match="not an Unfreezer state"):
         unfreezer.load_state_dict({"time": 1}, optimizer)
+
+
+def optimizer_with_added_group() -> tuple[torch.optim.Optimizer, nn.Module]:
+    first, second = nn.Linear(2, 2), nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(first.parameters(), lr=1.0)
+    return optimizer, second
+
+
+def test_extend_scheduler_covers_reduce_on_plateau_and_sequential_schedulers():
+    from torch.optim import lr_scheduler
+
+    optimizer, second = optimizer_with_added_group()
+    plateau = lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=0, min_lr=0.3)
+    optimizer.add_param_group({"params": second.parameters(), "lr": 1.0})
+    fl.extend_scheduler(plateau)
+    for loss in (1.0, 2.0, 3.0, 4.0):
+        plateau.step(loss)
+    assert [g["lr"] for g in optimizer.param_groups] == [0.3, 0.3]
+
+    optimizer, second = optimizer_with_added_group()
+    warmup = lr_scheduler.LinearLR(optimizer, start_factor=0.5, total_iters=2)
+    decay = lr_scheduler.LambdaLR(optimizer, lambda epoch: 0.1 ** epoch)
+    sequential = lr_scheduler.SequentialLR(optimizer, [warmup, decay], milestones=[2])
+    optimizer.add_param_group({"params": second.parameters(), "lr": 1.0})
+    fl.extend_scheduler(sequential)
+    fl.extend_scheduler(sequential)
+    assert len(decay.lr_lambdas) == len(decay.base_lrs) == len(warmup.base_lrs) == 2
+    for _ in range(4):
+        optimizer.step()
+        sequential.step()
+    first, added = (g["lr"] for g in optimizer.param_groups)
+    assert added == pytest.approx(first)
+
+
+def test_extend_scheduler_refuses_one_cycle():
+    optimizer, second = optimizer_with_added_group()
+    one_cycle = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1.0, total_steps=10)
+    optimizer.add_param_group({"params": second.parameters(), "lr": 1.0})
+    with pytest.raises(fl.PlanError, match="OneCycleLR keeps per-group settings"):
+        fl.extend_scheduler(one_cycle)
