@@ -161,3 +161,21 @@ def test_locked_tower_trains_only_its_unlocked_groups(vit_clip):
         moved = not torch.equal(before[name], p.detach())
         if name.startswith("visual."):
             assert moved == (name == "visual.proj"), name
+
+
+def test_whole_clip_groups_are_image_then_text_then_the_rest(vit_clip):
+    found = fl.groups(vit_clip)
+    image, text = fl.groups(vit_clip, tower="image"), fl.groups(vit_clip, tower="text")
+    assert found.names == [*image.names, *text.names, "rest"]
+    assert found["rest"].parameter_names == ("logit_scale",)
+    assert found.scope == ()
+
+
+def test_tower_lock_plan_round_trips_and_replays_on_the_model(vit_clip):
+    clip = copy.deepcopy(vit_clip)
+    plan = fl.lock(clip, 2, tower="text")
+    assert str(plan) == ("Plan(freeze token_embedding,positional_embedding,transformer,ln_final,"
+                         "text_projection, unfreeze group:-2:; unlocked_groups=2)")
+    replayed = copy.deepcopy(vit_clip)
+    fl.Plan.from_yaml(plan.to_yaml()).apply(replayed, tower="text")
+    assert frozen_params(replayed) == frozen_params(clip)
