@@ -109,3 +109,17 @@ def test_syntax_errors_are_selector_errors_and_frostline_errors():
 def test_malformed_string_in_a_plan_fails_when_the_rule_is_written():
     with pytest.raises(fl.SelectorSyntaxError, match="position 8"):
         fl.Plan().freeze("name:A &")
+
+
+@pytest.mark.parametrize("key", [-1, 3, "2", "-1", "blocks.3", "a:b", 'he"ad', "x y",
+                                 slice(-2, None), slice(None, 3, 2)])
+def test_group_keys_print_and_parse_back_unchanged(key):
+    selector = fl.group(key)
+    parsed = fl.parse(selector.to_string())
+    assert parsed == selector
+    assert type(parsed.key) is type(key)
+
+
+def test_a_quoted_group_value_is_a_name_even_if_it_looks_like_an_index():
+    assert fl.parse('group:"2"') == fl.group("2")
+    assert fl.parse("group:2") == fl.group(2)

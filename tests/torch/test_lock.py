@@ -183,3 +183,12 @@ def test_apply_sets_requires_grad_from_the_plan():
     returned = fl.apply(model, fl.Plan().freeze("blocks").freeze(fl.name("bias")))
     assert returned is model
     assert trainable_names(model) == {"embed.weight", "head.weight"}
+
+
+def test_group_named_like_an_index_survives_a_yaml_round_trip():
+    model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 4), nn.Linear(4, 4))
+    found = fl.groups(model)
+    assert found.names == ["stem", "2", "3"]  # the group named "2" is group 1
+    plan = fl.Plan().freeze("**").unfreeze(fl.group("2"))
+    fl.Plan.from_yaml(plan.to_yaml()).apply(model)
+    assert trainable_names(model) == {"2.weight", "2.bias"}

@@ -111,10 +111,11 @@ class _Parser:
                 self.fail(f"a prefix among {', '.join(PREFIXES)}", repr(word))
             self.pos += 1
             value_pos = self.pos
+            quoted = self.pos < len(self.text) and self.text[self.pos] in "\"'"
             value = self._value(allow_regex_slash=(word == "re"))
             if value == "":
                 self.fail(f"a value after '{word}:'", self._found())
-            return self._build(word, value, value_pos)
+            return self._build(word, value, value_pos, quoted)
         if word == "":
             self.fail("a selector", self._found())
         return self._build("path", word, start)
@@ -162,12 +163,14 @@ class _Parser:
         self.fail(f"a closing {quote}", "the end of the selector")
         return ""  # unreachable: fail raises
 
-    def _build(self, prefix: str, value: str, value_pos: int) -> s.Selector:
+    def _build(self, prefix: str, value: str, value_pos: int, quoted: bool = False
+               ) -> s.Selector:
         try:
             if prefix == "re":
                 return s.regex(value)
             if prefix == "group":
-                return s.group(_group_key(value))
+                # A quoted value is always a group name, even one that looks like an index.
+                return s.group(value if quoted else _group_key(value))
             parts = _split_commas(value)
             if not all(parts):
                 raise SelectorError("empty alternative between commas")

@@ -299,7 +299,12 @@ class GroupSel(Selector):
             parts = ["" if v is None else str(v) for v in (key.start, key.stop)]
             text = ":".join(parts) + (f":{key.step}" if key.step is not None else "")
             return f"group:{text}"
-        return f"group:{key}"
+        if isinstance(key, int):
+            return f"group:{key}"
+        if re.fullmatch(r"[+-]?\d+", key.strip()) or ":" in key:
+            # A group *named* "2" must not read back as the index 2: quoting marks a name.
+            return 'group:"' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return f"group:{_quote(key)}"
 
     def hint(self, ctx: MatchContext) -> str:
         groups = ctx.groups
