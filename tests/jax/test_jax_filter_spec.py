@@ -9,7 +9,6 @@ from jax_models import eqx_net
 
 import frostline as fl
 
-
 # --- the guide's four functions, written as the guide writes them -------------------------------
 
 def filter_by_name(model, names):

@@ -6,16 +6,11 @@ import pytest
 import timm
 import timm.layers
 import torch
+from tiny_models import tiny_vit
 from torch import nn
 from transformers import BertConfig, BertForSequenceClassification
 
 import frostline as fl
-
-
-def tiny_vit() -> nn.Module:
-    torch.manual_seed(0)
-    return timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8,
-                             depth=4, embed_dim=32, num_heads=2, num_classes=3)
 
 
 def tiny_bert() -> nn.Module:
@@ -60,7 +55,7 @@ def block_params_without_grad(found: dict) -> list[str]:
 
 
 def test_reentrant_timm_checkpointing_starves_trainable_blocks(reentrant_timm):
-    model = tiny_vit()
+    model = tiny_vit(depth=4)
     fl.lock(model, unlocked_groups=3)
     model.set_grad_checkpointing(True)
     found = grads(model, vit_run)
@@ -70,7 +65,7 @@ def test_reentrant_timm_checkpointing_starves_trainable_blocks(reentrant_timm):
 
 
 def test_enable_input_grads_restores_gradients_under_reentrant_timm_checkpointing(reentrant_timm):
-    model = tiny_vit()
+    model = tiny_vit(depth=4)
     fl.lock(model, unlocked_groups=3)
     expected = grads(model, vit_run)
     handles = fl.enable_input_grads(model)
@@ -83,7 +78,7 @@ def test_enable_input_grads_restores_gradients_under_reentrant_timm_checkpointin
 
 
 def test_non_reentrant_timm_checkpointing_needs_no_help():
-    model = tiny_vit()
+    model = tiny_vit(depth=4)
     fl.lock(model, unlocked_groups=3)
     expected = grads(model, vit_run)
     model.set_grad_checkpointing(True)
@@ -113,4 +108,4 @@ def test_transformers_reentrant_trap_without_its_input_hook_and_the_fix():
 
 def test_unknown_input_module_is_reported():
     with pytest.raises(fl.GroupError, match="'patch_embd' is not a submodule"):
-        fl.enable_input_grads(tiny_vit(), "patch_embd")
+        fl.enable_input_grads(tiny_vit(depth=4), "patch_embd")

@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import pytest
-import timm
 import torch
+from tiny_models import tiny_vit
 from torch import nn
 
 import frostline as fl
-
-
-def tiny_vit() -> nn.Module:
-    torch.manual_seed(0)
-    return timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8,
-                             depth=3, embed_dim=32, num_heads=2, num_classes=3)
 
 
 def small_cnn() -> nn.Module:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import pytest
-import timm
 import torch
+from tiny_models import tiny_resnet, tiny_vit
 from torch import nn
 
 import frostline as fl
 from frostline.torch._guard import device_fingerprints, fingerprint
-
 
 
 def device_fingerprint(tensor: torch.Tensor) -> torch.Tensor:
@@ -20,15 +19,6 @@ FINGERPRINTS = pytest.mark.parametrize("print_fn", [fingerprint, device_fingerpr
                                        ids=["cpu-crc", "integer-sums"])
 
 
-def tiny_vit() -> nn.Module:
-    torch.manual_seed(0)
-    return timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8,
-                             depth=3, embed_dim=32, num_heads=2, num_classes=3)
-
-
-def tiny_resnet() -> nn.Module:
-    torch.manual_seed(0)
-    return timm.create_model("resnet10t", pretrained=False, num_classes=3)
 
 
 def images(n: int = 4) -> torch.Tensor:

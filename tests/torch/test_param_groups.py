@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import pytest
-import timm
 import torch
 from timm.optim import create_optimizer_v2, param_groups_layer_decay
+from tiny_models import tiny_resnet, tiny_vit
 from torch import nn
 
 import frostline as fl
-
-
-def tiny_vit() -> nn.Module:
-    torch.manual_seed(0)
-    return timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8,
-                             depth=4, embed_dim=32, num_heads=2, num_classes=3)
-
-
-def tiny_resnet() -> nn.Module:
-    torch.manual_seed(0)
-    return timm.create_model("resnet10t", pretrained=False, num_classes=3)
 
 
 def per_param(model: nn.Module, groups: list[dict]) -> dict[str, tuple[float, float]]:
@@ -54,7 +43,7 @@ def test_weight_decay_without_layer_decay_matches_timm(make):
 
 @pytest.mark.parametrize("unlocked", [1, 3])
 def test_frozen_parameters_do_not_shift_layer_scales(unlocked):
-    model = tiny_vit()
+    model = tiny_vit(depth=4)
     full = per_param(model, fl.param_groups(model, lr=1.0, weight_decay=0.05, layer_decay=0.7))
     fl.lock(model, unlocked_groups=unlocked)
     locked = per_param(model, fl.param_groups(model, lr=1.0, weight_decay=0.05, layer_decay=0.7))
@@ -67,7 +56,7 @@ def test_frozen_parameters_do_not_shift_layer_scales(unlocked):
 
 
 def test_group_lr_is_base_lr_times_scale_and_drives_a_plain_sgd_step():
-    model = tiny_vit()
+    model = tiny_vit(depth=4)
     fl.lock(model, unlocked_groups=3)
     groups = fl.param_groups(model, lr=0.1, layer_decay=0.5)
     assert all(g["lr"] == pytest.approx(0.1 * g["lr_scale"]) for g in groups)

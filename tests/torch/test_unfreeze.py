@@ -5,23 +5,12 @@ from __future__ import annotations
 import io
 
 import pytest
-import timm
 import torch
+from tiny_models import tiny_resnet, tiny_vit
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
 import frostline as fl
-
-
-def tiny_vit() -> nn.Module:
-    torch.manual_seed(0)
-    return timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8,
-                             depth=3, embed_dim=32, num_heads=2, num_classes=3)
-
-
-def tiny_resnet() -> nn.Module:
-    torch.manual_seed(0)
-    return timm.create_model("resnet10t", pretrained=False, num_classes=3)
 
 
 def images(seed: int = 1, n: int = 4) -> torch.Tensor:

@@ -83,9 +83,9 @@ def _counts(text: str, n_groups: int, option: str) -> list[int]:
 
 
 def run_sweep(args: argparse.Namespace) -> int:
-    from ..demo._run import TaskResult, deterministic, model_factory
-    from ..demo._data import tasks
     from ..core.recommend import recommend
+    from ..demo._data import tasks
+    from ..demo._run import TaskResult, deterministic, model_factory
     from ..torch._sweep import Setting, sweep
 
     task = next(t for t in tasks() if t.name == args.task)
@@ -115,7 +115,8 @@ def run_sweep(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from ..demo._run import demo_steps, run_demo as demo
+    from ..demo._run import demo_steps
+    from ..demo._run import run_demo as demo
 
     compare = not args.no_compare
     start = time.perf_counter()

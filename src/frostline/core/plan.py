@@ -200,8 +200,8 @@ class Plan:
 
     def explain(self, model: Any, *, buffers: bool = False, **group_options: Any) -> Any:
         """Say which rule decided each parameter (and buffer, with ``buffers=True``)."""
-        from .backend import backend_for
         from .._report import Explanation
+        from .backend import backend_for
 
         backend = backend_for(model)
         view = backend.view(model)

@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.hooks import RemovableHandle
 from torch.utils._pytree import tree_map
+from torch.utils.hooks import RemovableHandle
 
 from .._errors import GroupError
 from ._groups import torch_groups
