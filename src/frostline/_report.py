@@ -10,8 +10,9 @@ from rich.console import Console
 from rich.table import Table
 
 from .core.groups import Groups
-from .core.leaves import PARAM, Leaf, TreeView, unique_numel
+from .core.leaves import PARAM, TreeView, unique_numel
 from .core.mask import Mask
+from .core.plan import describe_decision
 
 
 def render(renderable: Any, width: int = 120) -> str:
@@ -156,7 +157,7 @@ class Explanation:
                 kind=leaf.kind,
                 group="-" if index is None else groups.groups[index].name,
                 trainable=trainable,
-                decided_by=_decider_text(plan, decided, leaf),
+                decided_by=describe_decision(plan, decided),
             ))
         return cls(str(plan), tuple(rows), mask.frozen_stats)
 
@@ -175,11 +176,3 @@ class Explanation:
     def to_dict(self) -> dict[str, Any]:
         return {"plan": self.plan_text, "parameters": [r.__dict__ for r in self.rows],
                 "frozen_bn_stats": list(self.frozen_stats)}
-
-
-def _decider_text(plan: Any, decided: int | None, leaf: Leaf) -> str:
-    if decided is None:
-        return "no rule (trainable by default)"
-    if decided == Mask.TRAIN_BN:
-        return "train_bn (norm layers stay trainable)"
-    return f"rule {decided}: {plan.rules[decided]}"

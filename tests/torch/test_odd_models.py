@@ -191,6 +191,16 @@ def test_unfreezing_everything_leaves_integer_parameters_frozen():
         "4.weight": True, "4.bias": True, "4.steps": False}
 
 
+def test_plan_mask_and_summary_count_integer_parameters_as_frozen():
+    model = _with_int_tensors()
+    plan = fl.Plan().unfreeze("**")
+    assert plan.mask_on(model)["4.steps"] is False
+    explained = {row.name: row for row in plan.explain(model).rows}
+    assert explained["4.steps"].decided_by == "integer dtype: cannot train"
+    floats = sum(p.numel() for p in model.parameters() if p.is_floating_point())
+    assert fl.summary(model, plan).trainable == floats
+
+
 def test_integer_and_quantised_tensors_survive_lock_and_training():
     model = _with_int_tensors()
     fl.lock(model, 1)

@@ -15,7 +15,8 @@ class Mask:
         names: leaf names in view order.
         trainable: True where the leaf trains.
         decided_by: index of the last rule that matched each leaf (None: no rule, trainable by
-            default; ``Mask.TRAIN_BN``: kept trainable by the plan's ``train_bn``).
+            default; ``Mask.TRAIN_BN``: kept trainable by the plan's ``train_bn``;
+            ``Mask.NOT_FLOATING``: an integer parameter, which can never train).
         frozen_stats: paths of the BatchNorm modules whose running statistics are fixed.
 
     Example:
@@ -25,6 +26,7 @@ class Mask:
     """
 
     TRAIN_BN = -1
+    NOT_FLOATING = -2
 
     names: tuple[str, ...]
     trainable: tuple[bool, ...]

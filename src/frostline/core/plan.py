@@ -161,6 +161,10 @@ class Plan:
                 if leaf.kind == PARAM and not trainable[i] and held_by_norm(leaf):
                     trainable[i] = True
                     decided_by[i] = Mask.TRAIN_BN
+        for i, leaf in enumerate(view):
+            if leaf.kind == PARAM and trainable[i] and not leaf.is_floating:
+                trainable[i] = False
+                decided_by[i] = Mask.NOT_FLOATING
         _check_ties(view, trainable, decided_by, self)
         return Mask(
             names=view.names,
@@ -356,8 +360,9 @@ def _check_ties(view: TreeView, trainable: list[bool], decided_by: list[int | No
             other = view.leaves[j]
             raise TiedWeightError(
                 f"'{other.name}' and '{leaf.name}' are the same (shared) tensor, but the plan "
-                f"makes '{other.name}' {_state(trainable[j])} ({_decider(plan, decided_by[j])}) "
-                f"and '{leaf.name}' {_state(trainable[i])} ({_decider(plan, decided_by[i])}). "
+                f"makes '{other.name}' {_state(trainable[j])} "
+                f"({describe_decision(plan, decided_by[j])}) and '{leaf.name}' "
+                f"{_state(trainable[i])} ({describe_decision(plan, decided_by[i])}). "
                 "Select both paths in the same rule, or untie the weights."
             )
 
@@ -366,9 +371,12 @@ def _state(trainable: bool) -> str:
     return "trainable" if trainable else "frozen"
 
 
-def _decider(plan: Plan, index: int | None) -> str:
+def describe_decision(plan: Plan, index: int | None) -> str:
+    """What decided a leaf, in words, from a :class:`Mask` ``decided_by`` entry."""
     if index is None:
         return "no rule: trainable by default"
+    if index == Mask.NOT_FLOATING:
+        return "integer dtype: cannot train"
     if index == Mask.TRAIN_BN:
         return "train_bn"
     return f"rule {index}: {plan.rules[index]}"
