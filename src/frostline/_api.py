@@ -12,7 +12,7 @@ from .core.backend import backend_for
 from .core.groups import Groups
 from .core.leaves import TreeView
 from .core.mask import Mask
-from .core.plan import Plan
+from .core.plan import GROUP_OPTIONS, Plan
 
 
 def view(model: Any) -> TreeView:
@@ -97,9 +97,21 @@ def lock(model: Any, unlocked_groups: int = 0, freeze_bn_stats: bool = False,
     with paused_gc():
         tree = backend.view(model)
         found = backend.groups(model, tree, **group_options)
-        plan = Plan.lock(unlocked_groups, freeze_bn_stats, within=found.scope)
+        plan = Plan.lock(unlocked_groups, freeze_bn_stats, within=found.scope).with_groups(
+            **_storable_group_options(group_options))
         backend.apply(model, plan.evaluate(tree, found), plan)
     return plan
+
+
+def _storable_group_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The grouping options a plan can carry (selectors as strings; no example input)."""
+    out = {k: v for k, v in options.items() if k in GROUP_OPTIONS and k != "spec"}
+    spec = options.get("spec")
+    if spec is not None:
+        texts = [s if isinstance(s, str) else s.to_string() for s in spec]
+        if not any(text.startswith("<where") for text in texts):
+            out["spec"] = texts
+    return out
 
 
 def mask(model: Any, plan: Plan, **group_options: Any) -> Mask:
@@ -126,7 +138,8 @@ def summary(model: Any, plan: Plan | None = None, **group_options: Any) -> Summa
     """
     backend = backend_for(model)
     tree = backend.view(model)
-    found = backend.groups(model, tree, **group_options)
+    options = {**plan.group_options, **group_options} if plan is not None else group_options
+    found = backend.groups(model, tree, **options)
     if plan is not None:
         evaluated = plan.evaluate(tree, found)
         trainable = evaluated.as_dict()

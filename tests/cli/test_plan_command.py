@@ -74,3 +74,15 @@ def test_check_cannot_be_mixed_with_new_rules(cli, tmp_path):
     assert code == 2
     assert "do not combine" in cli.error_line(err)
 
+
+
+def test_a_coarse_plan_saved_and_checked_keeps_its_coarse_groups(cli, tmp_path):
+    path = str(tmp_path / "coarse.yaml")
+    saved = cli.json("plan", "timm:resnet18", "--unlocked-groups", "2", "--coarse",
+                     "--save", path, "--json")
+    checked = cli.json("plan", "timm:resnet18", "--check", path, "--json")
+    fine = cli.json("plan", "timm:resnet18", "--unlocked-groups", "2", "--json")
+    assert fl.Plan.load(path).group_options == {"coarse": True}
+    assert trainable_names(checked) == trainable_names(saved)
+    assert "layer4.0.conv1.weight" in trainable_names(checked)
+    assert "layer4.0.conv1.weight" not in trainable_names(fine)

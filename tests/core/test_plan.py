@@ -227,3 +227,23 @@ def test_plan_prints_its_rules_and_flags():
     assert str(fl.Plan.lock(2, freeze_bn_stats=True)) == (
         "Plan(freeze **, unfreeze group:-2:; freeze_bn_stats, unlocked_groups=2)")
     assert str(fl.Plan()) == "Plan(everything trainable)"
+
+
+def test_grouping_options_travel_with_the_plan_through_yaml():
+    plan = fl.Plan.lock(2).with_groups(tower="visual", coarse=True, spec=["stem", "blocks.*"])
+    loaded = fl.Plan.from_yaml(plan.to_yaml())
+    assert loaded == plan
+    assert loaded.group_options == {"coarse": True, "spec": ("stem", "blocks.*"),
+                                    "tower": "visual"}
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"example_input": 3}, "unknown grouping option 'example_input'"),
+    ({"coarse": "yes"}, "'coarse' must be a bool"),
+    ({"spec": "stem"}, "'spec' must be a list of strings"),
+])
+def test_bad_grouping_options_are_plan_errors(options, message):
+    with pytest.raises(fl.PlanError, match=message):
+        fl.Plan().with_groups(**options)
+    with pytest.raises(fl.PlanError, match=message):
+        fl.Plan.from_dict({"rules": [], "groups": options})

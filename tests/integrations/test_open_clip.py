@@ -175,7 +175,8 @@ def test_tower_lock_plan_round_trips_and_replays_on_the_model(vit_clip):
     clip = copy.deepcopy(vit_clip)
     plan = fl.lock(clip, 2, tower="text")
     assert str(plan) == ("Plan(freeze token_embedding,positional_embedding,transformer,ln_final,"
-                         "text_projection, unfreeze group:-2:; unlocked_groups=2)")
+                         "text_projection, unfreeze group:-2:; unlocked_groups=2, "
+                         "groups(tower='text'))")
     replayed = copy.deepcopy(vit_clip)
-    fl.Plan.from_yaml(plan.to_yaml()).apply(replayed, tower="text")
+    fl.Plan.from_yaml(plan.to_yaml()).apply(replayed)  # the plan carries tower="text"
     assert frozen_params(replayed) == frozen_params(clip)

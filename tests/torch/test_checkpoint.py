@@ -308,7 +308,7 @@ def test_remembered_predicate_plan_saves_the_state_with_a_warning(tmp_path):
     assert info.plan is None and "0.weight" not in info.tensors
 
 
-def test_plan_applied_with_group_options_needs_them_again(tmp_path):
+def test_plan_applied_with_group_options_carries_them_into_the_checkpoint(tmp_path):
     def net() -> nn.Sequential:
         torch.manual_seed(0)
         return nn.Sequential(*[nn.Linear(4, 4) for _ in range(4)])
@@ -316,13 +316,11 @@ def test_plan_applied_with_group_options_needs_them_again(tmp_path):
     spec = ["0", "1 | 2 | 3"]
     model = net()
     plan = fl.lock(model, 1, spec=spec)
-    info = fl.save_trainable(model, tmp_path / "ck.safetensors", spec=spec)
+    assert plan.group_options == {"spec": tuple(spec)}
+    info = fl.save_trainable(model, tmp_path / "ck.safetensors")
     assert info.plan == plan and info.tensors[0] == "1.weight"
-    with pytest.raises(fl.CheckpointError, match=r"gives a different trainable state on this "
-                       r"model.*group options"):
-        fl.load_trainable(net(), tmp_path / "ck.safetensors")
     fresh = net()
-    fl.load_trainable(fresh, tmp_path / "ck.safetensors", spec=spec)
+    fl.load_trainable(fresh, tmp_path / "ck.safetensors")
     assert [n for n, p in fresh.named_parameters() if p.requires_grad] == list(info.tensors)
 
 

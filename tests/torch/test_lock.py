@@ -192,3 +192,14 @@ def test_group_named_like_an_index_survives_a_yaml_round_trip():
     plan = fl.Plan().freeze("**").unfreeze(fl.group("2"))
     fl.Plan.from_yaml(plan.to_yaml()).apply(model)
     assert trainable_names(model) == {"2.weight", "2.bias"}
+
+
+def test_a_coarse_lock_replays_on_a_fresh_model_from_its_saved_plan():
+    model = resnet()
+    plan = fl.lock(model, unlocked_groups=2, coarse=True)
+    assert plan.group_options == {"coarse": True}
+    fresh = resnet()
+    fl.Plan.from_yaml(plan.to_yaml()).apply(fresh)
+    assert {n: p.requires_grad for n, p in fresh.named_parameters()} == {
+        n: p.requires_grad for n, p in model.named_parameters()}
+    assert fresh.layer4[0].conv1.weight.requires_grad  # coarse: all of layer4 thaws

@@ -20,7 +20,8 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _group_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {"coarse": args.coarse}
+    # Only options given on the command line: a loaded plan's own grouping options stay in force.
+    return {"coarse": True} if args.coarse else {}
 
 
 # --- inspect ------------------------------------------------------------------------------------
@@ -101,6 +102,7 @@ def _plan_from_args(args: argparse.Namespace) -> Plan:
     plan = Plan.lock(args.unlocked_groups) if args.unlocked_groups is not None else Plan()
     for action, selector in args.rules or []:
         plan = plan.freeze(selector) if action == FREEZE else plan.unfreeze(selector)
+    plan = plan.with_groups(**_group_options(args))
     return plan.with_bn(freeze_bn_stats=args.freeze_bn_stats or None,
                         train_bn=args.train_bn or None)
 

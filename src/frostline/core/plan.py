@@ -33,7 +33,11 @@ FREEZE = "freeze"
 UNFREEZE = "unfreeze"
 ACTIONS = (FREEZE, UNFREEZE)
 SCHEMA_VERSION = 1
-_PLAN_KEYS = ("version", "rules", "freeze_bn_stats", "train_bn", "unlocked_groups")
+_PLAN_KEYS = ("version", "rules", "freeze_bn_stats", "train_bn", "unlocked_groups", "groups")
+# How the groups a plan's group selectors refer to are built; kept with the plan so that a saved
+# plan selects the same groups when it is loaded again (names -> accepted value types).
+GROUP_OPTIONS = {"coarse": bool, "auto": bool, "head_group": bool, "tower": str,
+                 "spec": tuple, "names": tuple}
 
 
 @dataclass(frozen=True)
@@ -70,12 +74,16 @@ class Plan:
         train_bn: keep the affine parameters of normalisation layers trainable inside frozen parts
             (fastai's ``train_bn``); their statistics follow ``freeze_bn_stats`` regardless.
         unlocked_groups: set by :meth:`lock`; checked against the model's number of groups.
+        groups: how to build the groups that ``group:`` selectors refer to (``coarse``, ``tower``,
+            ``head_group``, ``auto``, ``spec``, ``names``), as sorted ``(name, value)`` pairs;
+            options passed when the plan is applied add to (and override) these.
     """
 
     rules: tuple[Rule, ...] = ()
     freeze_bn_stats: bool = False
     train_bn: bool = False
     unlocked_groups: int | None = field(default=None)
+    groups: tuple[tuple[str, Any], ...] = ()
 
     # --- building ------------------------------------------------------------------------------
 
@@ -94,6 +102,24 @@ class Plan:
             freeze_bn_stats=self.freeze_bn_stats if freeze_bn_stats is None else freeze_bn_stats,
             train_bn=self.train_bn if train_bn is None else train_bn,
         )
+
+    def with_groups(self, **options: Any) -> Plan:
+        """Return a plan that builds its groups with ``options`` (e.g. ``tower="image"``).
+
+        Example:
+            >>> Plan.lock(2).with_groups(coarse=True).group_options
+            {'coarse': True}
+        """
+        merged = {**self.group_options, **_checked_group_options(options)}
+        return replace(self, groups=tuple(sorted(merged.items())))
+
+    @property
+    def group_options(self) -> dict[str, Any]:
+        """The plan's grouping options as a dict."""
+        return dict(self.groups)
+
+    def _grouping(self, call_options: Mapping[str, Any]) -> dict[str, Any]:
+        return {**self.group_options, **call_options}
 
     @classmethod
     def lock(cls, unlocked_groups: int = 0, freeze_bn_stats: bool = False,
@@ -192,9 +218,10 @@ class Plan:
         from .backend import backend_for
 
         backend = backend_for(model)
+        options = self._grouping(group_options)
         with paused_gc():
             view = backend.view(model)
-            return self.evaluate(view, lambda: backend.groups(model, view, **group_options))
+            return self.evaluate(view, lambda: backend.groups(model, view, **options))
 
     def mask(self, model: Any, **group_options: Any) -> Any:
         """The framework's own mask: a filter spec pytree (JAX) or {name: bool} (PyTorch)."""
@@ -209,7 +236,7 @@ class Plan:
 
         backend = backend_for(model)
         view = backend.view(model)
-        groups = backend.groups(model, view, **group_options)
+        groups = backend.groups(model, view, **self._grouping(group_options))
         return Explanation.build(self, view, groups, self.evaluate(view, groups), buffers=buffers)
 
     # --- serialisation -------------------------------------------------------------------------
@@ -227,6 +254,8 @@ class Plan:
         out["train_bn"] = self.train_bn
         if self.unlocked_groups is not None:
             out["unlocked_groups"] = self.unlocked_groups
+        if self.groups:
+            out["groups"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.groups}
         return out
 
     @classmethod
@@ -251,12 +280,17 @@ class Plan:
         if unlocked is not None and (isinstance(unlocked, bool) or not isinstance(unlocked, int)
                                      or unlocked < 0):
             raise PlanError(f"'unlocked_groups' must be a non-negative int, got {unlocked!r}.")
+        raw_groups = data.get("groups", {})
+        if not isinstance(raw_groups, Mapping):
+            raise PlanError(
+                f"'groups' must be a mapping of grouping options, got {type(raw_groups).__name__}."
+            )
         return cls(
             rules,
             freeze_bn_stats=_flag(data, "freeze_bn_stats"),
             train_bn=_flag(data, "train_bn"),
             unlocked_groups=unlocked,
-        )
+        ).with_groups(**{str(k): v for k, v in raw_groups.items()})
 
     def to_json(self, **kwargs: Any) -> str:
         return json.dumps(self.to_dict(), **kwargs)
@@ -302,7 +336,31 @@ class Plan:
         flags = [name for name in ("freeze_bn_stats", "train_bn") if getattr(self, name)]
         if self.unlocked_groups is not None:
             flags.append(f"unlocked_groups={self.unlocked_groups}")
+        if self.groups:
+            flags.append("groups(" + ", ".join(f"{k}={v!r}" for k, v in self.groups) + ")")
         return f"Plan({body}" + ("; " + ", ".join(flags) if flags else "") + ")"
+
+
+def _checked_group_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Grouping options in their stored form (sequences as tuples of strings), type-checked."""
+    out: dict[str, Any] = {}
+    for key, value in options.items():
+        if key not in GROUP_OPTIONS:
+            raise PlanError(
+                f"unknown grouping option {key!r} for a plan; known: {sorted(GROUP_OPTIONS)} "
+                "(an example_input cannot be stored: pass it when applying the plan)."
+            )
+        if GROUP_OPTIONS[key] is tuple:
+            if isinstance(value, str) or not isinstance(value, (list, tuple)) or not all(
+                    isinstance(item, str) for item in value):
+                raise PlanError(f"grouping option {key!r} must be a list of strings, got {value!r}.")
+            value = tuple(value)
+        elif type(value) is not GROUP_OPTIONS[key]:
+            raise PlanError(
+                f"grouping option {key!r} must be a {GROUP_OPTIONS[key].__name__}, got {value!r}."
+            )
+        out[key] = value
+    return out
 
 
 def _selector_text(selector: Selector) -> str:

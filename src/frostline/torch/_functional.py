@@ -16,8 +16,6 @@ from torch import nn
 from .._errors import PlanError
 from ..core.mask import Mask
 from ..core.plan import Plan
-from ._groups import torch_groups
-from ._view import build_view
 
 
 def partition_module(model: nn.Module, plan: Plan | Mask | None = None,
@@ -46,8 +44,7 @@ def partition_module(model: nn.Module, plan: Plan | Mask | None = None,
         is_trainable = {n: p.requires_grad for n, p in params.items()}
     else:
         if isinstance(plan, Plan):
-            view = build_view(model)
-            plan = plan.evaluate(view, lambda: torch_groups(model, view, **group_options))
+            plan = plan.mask_on(model, **group_options)
         is_trainable = plan.as_dict()
     trainable = {n: p for n, p in params.items() if is_trainable.get(n, True)}
     frozen = {n: p for n, p in params.items() if n not in trainable}

@@ -27,8 +27,6 @@ from torch import nn
 from .._errors import GuardError
 from ..core.plan import Plan
 from ._batchnorm import is_batchnorm_module, stats_frozen
-from ._groups import torch_groups
-from ._view import build_view
 
 _INT_OF_SIZE = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 # Elements per bucket of the accelerator fingerprint (temporaries: about 28 bytes each).
@@ -244,8 +242,7 @@ def take_snapshot(model: nn.Module, plan: Plan | None = None, *,
         frozen_stats = {path for path, m in model.named_modules()
                         if is_batchnorm_module(m) and stats_frozen(m)}
     else:
-        view = build_view(model)
-        mask = plan.evaluate(view, lambda: torch_groups(model, view))
+        mask = plan.mask_on(model)
         trainable = {n for n, t in mask if t and n in params}
         frozen_stats = set(mask.frozen_stats)
     frozen = [n for n in params if n not in trainable]
