@@ -135,35 +135,3 @@ def test_recommendation_is_a_frozen_value_with_a_dict_form():
     assert Plan.from_dict(data["plan"]) == rec.plan
     assert data["trainable_groups"] == [3, 4]
 
-
-def _torch_net():
-    torch = pytest.importorskip("torch")
-    nn = torch.nn
-    return nn.Sequential(nn.Linear(4, 8), *[nn.Sequential(nn.Linear(8, 8), nn.ReLU())
-                                            for _ in range(4)], nn.Linear(8, 2))
-
-
-def test_recommend_counts_the_groups_of_a_model_and_its_plan_applies():
-    import frostline as fl
-
-    net = _torch_net()
-    rec = fl.recommend(net, n_train=500)
-    assert rec.n_groups == len(fl.groups(net)) == 6
-    fl.apply(net, rec.plan)
-    assert [n for n, p in net.named_parameters() if p.requires_grad] == [
-        "4.0.weight", "4.0.bias", "5.weight", "5.bias"]
-
-
-def test_recommend_for_input_shift_trains_the_first_group_of_a_model():
-    import frostline as fl
-
-    net = _torch_net()
-    fl.apply(net, fl.recommend(net, 200, "input", new_head=False).plan)
-    assert [n for n, p in net.named_parameters() if p.requires_grad] == ["0.weight", "0.bias"]
-
-
-def test_recommend_accepts_precomputed_groups():
-    import frostline as fl
-
-    net = _torch_net()
-    assert fl.recommend(fl.groups(net), 50_000).trainable_groups == tuple(range(6))
