@@ -71,7 +71,22 @@ def test_deeper_boundaries_are_computed_from_the_shallower_cache():
     cache.features(2)
     model.stem.register_forward_hook(lambda *a: pytest.fail("the stem ran again"))
     cache.features(4)
-    assert sorted(cache.boundaries) == [0, 2, 4]
+    assert sorted(cache.boundaries) == [0, 1, 2, 3, 4]
+
+
+def test_the_deepest_boundary_first_leaves_every_shallower_one_cached():
+    model = pretrained_digit_net()
+    train, val = _new_digits()
+    starts, _ = sequential_starts(model, fl.groups(model))
+    cache = _FeatureCache(model, starts, train[0], val[0])
+    with deterministic(), torch.no_grad():
+        deepest = cache.features(4)
+        direct = model.eval()[:2](train[0])
+    for group in list(model.children())[:4]:
+        group.register_forward_hook(lambda *a: pytest.fail("a cached group ran again"))
+    assert torch.equal(cache.features(2)[0], direct)
+    assert all(b in cache.boundaries for b in (1, 3))
+    assert cache.features(4) is deepest
 
 
 def test_frozen_prefix_counts_leading_groups_frozen_with_their_statistics():

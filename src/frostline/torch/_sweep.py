@@ -7,11 +7,15 @@ only by what trains.
 Feature caching. The leading groups a plan freezes entirely (parameters frozen and BatchNorm
 statistics fixed) form the *frozen prefix*; the sweep runs them in eval mode, so their output
 for an input never changes. With caching on, the prefix runs once per boundary (the input of
-group ``b``), each boundary computed from the cached one below it, and training runs only the
-groups above it on the cached features, for every epoch and every setting. This needs a model
-that runs as its sequence of groups: an ``nn.Sequential`` (``forward`` not overridden) whose
-layer groups are runs of whole top-level children, in order. Other models train uncached, and
-the result says why.
+group ``b``), each boundary computed from the cached one below it and kept, and training runs
+only the groups above it on the cached features, for every epoch and every setting. This
+needs a model that runs as its sequence of groups: an ``nn.Sequential`` (``forward`` not
+overridden) whose layer groups are runs of whole top-level children, in order. Other models
+train uncached, and the result says why.
+
+The cache skips only the forward pass of the frozen prefix: the groups that train still run
+forward and backward, and settings that train the first group (full or surgical fine-tuning)
+cannot use it, so the saving of a whole sweep depends on how the model's cost is spread.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from ._backend import BACKEND
 
 Data = tuple[torch.Tensor, torch.Tensor]
 Progress = Callable[[str], None]
-_EVAL_BATCH = 512
+_EVAL_BATCH = 128  # larger chunks of high-resolution maps run slower on CPU
 
 
 @dataclass(frozen=True)
@@ -326,13 +330,19 @@ class _FeatureCache:
         self.cpu_seconds = 0.0
 
     def features(self, boundary: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(train, val) inputs of group ``boundary``."""
+        """(train, val) inputs of group ``boundary``.
+
+        Every boundary passed on the way up is kept too: the sweep visits the deepest frost
+        line first, and each shallower one then costs nothing, so every group of the prefix
+        runs once per sweep.
+        """
         if boundary not in self.boundaries:
             start, cpu = time.perf_counter(), time.process_time()
             below = max(b for b in self.boundaries if b < boundary)
-            stages = self.children[self.starts[below]:self.starts[boundary]]
-            self.boundaries[boundary] = tuple(
-                _run_eval(nn.Sequential(*stages), x) for x in self.boundaries[below])
+            for step in range(below + 1, boundary + 1):
+                stages = self.children[self.starts[step - 1]:self.starts[step]]
+                self.boundaries[step] = tuple(
+                    _run_eval(nn.Sequential(*stages), x) for x in self.boundaries[step - 1])
             self.seconds += time.perf_counter() - start
             self.cpu_seconds += time.process_time() - cpu
         return self.boundaries[boundary]
