@@ -11,6 +11,7 @@ It is read with ``allow_pickle=False``, so loading never runs code from the file
 
 from __future__ import annotations
 
+import os
 import zipfile
 from dataclasses import dataclass
 
@@ -57,6 +58,10 @@ def load_npz(path: str) -> ArrayData:
         2
     """
     try:
+        if not os.path.isfile(path):
+            raise OSError("no such file")
+        if not zipfile.is_zipfile(path):
+            raise OSError("not an .npz (zip) archive")
         with np.load(path, allow_pickle=False) as archive:
             missing = [key for key in KEYS if key not in archive.files]
             if missing:

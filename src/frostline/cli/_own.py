@@ -14,10 +14,12 @@ from ._data import DataError, load_npz
 from ._models import load_model
 
 
-def own_task(spec: str, path: str, shift: str) -> tuple[Task, Callable[[], Any]]:
+def own_task(spec: str, path: str, shift: str, seed: int = 0
+             ) -> tuple[Task, Callable[[], Any]]:
     """The data of ``path`` as a sweep task, and a function returning copies of the model.
 
-    The model is built once; every setting trains a deep copy, so all start from the same
+    The model is built once, under ``seed`` (weights a factory initialises at random come out
+    the same on every run); every setting trains a deep copy, so all start from the same
     weights. Its outputs must cover the labels (the head is not replaced).
 
     Raises:
@@ -25,6 +27,7 @@ def own_task(spec: str, path: str, shift: str) -> tuple[Task, Callable[[], Any]]
         ModelSpecError: the spec names no model.
     """
     data = load_npz(path)
+    torch.manual_seed(seed)
     model = load_model(spec)
     if not isinstance(model, torch.nn.Module):
         raise DataError(f"{spec} is a {type(model).__name__}; frostline sweep trains PyTorch "

@@ -112,7 +112,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     chosen = Setting.from_recommendation(rec)
     if chosen.label not in {s.label for s in settings}:
         settings.append(chosen)
-    compare = not args.no_compare and not args.no_cache
+    compare = not args.no_compare and not args.no_cache and _cacheable(make())
     steps = len(settings) * args.epochs * (2 if compare else 1)
     start = time.perf_counter()
     with deterministic(), progress_bar(f"sweep {task.name}", steps) as advance:
@@ -124,6 +124,14 @@ def run_sweep(args: argparse.Namespace) -> int:
             budget=f"{args.epochs} epochs per setting, batch {args.batch_size}, Adam lr "
                    f"{args.lr:g}, seed {args.seed}", header=header)
     return 0
+
+
+def _cacheable(model: Any) -> bool:
+    """Whether the sweep can cache features of ``model`` (else an uncached run adds nothing)."""
+    from .._api import groups
+    from ..torch._sweep import sequential_starts
+
+    return sequential_starts(model, groups(model))[0] is not None
 
 
 def _sweep_target(args: argparse.Namespace) -> tuple[Any, Callable[[], Any], str]:
@@ -146,7 +154,7 @@ def _sweep_target(args: argparse.Namespace) -> tuple[Any, Callable[[], Any], str
         raise UsageError("--task picks a demo task; it does not combine with --data.")
     from ._own import own_task
 
-    task, make = own_task(args.model, args.data, args.shift)
+    task, make = own_task(args.model, args.data, args.shift, args.seed)
     return task, make, f"frostline: choose the frost line of {args.model} on {args.data}"
 
 
@@ -189,7 +197,8 @@ def _finish(outcomes: list[Any], args: argparse.Namespace, seconds: float, budge
 def _task_text(outcome: Any) -> str:
     task, rec, result = outcome.task, outcome.recommendation, outcome.result
     lines = [f"== task {task.name}: {task.description}",
-             f"   {len(task.train[1])} training / {len(task.val[1])} validation images, "
+             f"   {len(task.train[1])} training / {len(task.val[1])} validation "
+             f"{'images' if task.name in TASKS else 'examples'}, "
              f"domain_shift={task.domain_shift!r}", str(rec), render(_table(outcome), width=160)]
     best, chosen = result.best, outcome.recommended_row
     gap = 100 * (best.val_accuracy - chosen.val_accuracy)
