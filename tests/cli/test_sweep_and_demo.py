@@ -75,24 +75,3 @@ def test_the_training_script_reproduces_the_shipped_demo_weights():
                            pretrained_digit_net().eval()(held_out).argmax(1))
     assert accuracy > 0.95
 
-
-def test_demo_network_spends_most_compute_early_and_holds_most_parameters_late():
-    # Like a ResNet: the high-resolution early groups dominate the multiply-adds, the
-    # low-resolution late ones the parameters, so freezing the early groups saves most work.
-    model = pretrained_digit_net().eval()
-    macs = {name: 0 for name, _ in model.named_children()}
-
-    def count(group: str):
-        def hook(conv, inputs, output):
-            macs[group] += output[0].numel() * conv.weight[0].numel()
-        return hook
-
-    for group, module in model.named_children():
-        for conv in module.modules():
-            if isinstance(conv, (torch.nn.Conv2d, torch.nn.Linear)):
-                conv.register_forward_hook(count(group))
-    with torch.no_grad():
-        model(source_data()[0][0][:1])
-    params = {name: sum(p.numel() for p in g.parameters()) for name, g in model.named_children()}
-    assert macs["stem"] + macs["block1"] > sum(macs.values()) / 2
-    assert params["block3"] + params["head"] > sum(params.values()) / 2

@@ -2,12 +2,6 @@
 
 It is an ``nn.Sequential`` whose top-level children are its five layer groups (``stem``,
 ``block1``, ``block2``, ``block3``, ``head``), so the sweep can cache the frozen prefix.
-
-Its cost is laid out like a real CNN's: the stem upsamples the digits to 32x32 and the first two
-groups run there with few channels (about half the multiply-adds and most of the activation
-traffic), while ``block2`` and ``block3`` halve the resolution and double the channels (most of
-the parameters sit in ``block3``). Freezing the early groups therefore saves most of the work,
-as it does for a ResNet.
 """
 
 from __future__ import annotations
@@ -19,7 +13,6 @@ from torch import nn
 
 WEIGHTS = "demo_source.safetensors"
 SOURCE_CLASSES = 5
-UPSAMPLE = 4  # 8x8 digits -> 32x32 feature maps in the stem and block1
 
 
 class ConvBlock(nn.Sequential):
@@ -30,16 +23,6 @@ class ConvBlock(nn.Sequential):
             nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
             nn.BatchNorm2d(out_channels),
             nn.ReLU(),
-        )
-
-
-class Stem(nn.Sequential):
-    """Bilinear upsampling of the input, then a :class:`ConvBlock` at the new resolution."""
-
-    def __init__(self, out_channels: int, scale: int) -> None:
-        super().__init__(
-            nn.Upsample(scale_factor=scale, mode="bilinear"),
-            *ConvBlock(1, out_channels),
         )
 
 
@@ -61,10 +44,10 @@ def digit_net(num_classes: int = SOURCE_CLASSES) -> nn.Sequential:
         (2, 3)
     """
     return nn.Sequential(OrderedDict(
-        stem=Stem(16, scale=UPSAMPLE),
-        block1=ConvBlock(16, 16),
-        block2=ConvBlock(16, 32, stride=2),
-        block3=ConvBlock(32, 64, stride=2),
+        stem=ConvBlock(1, 16),
+        block1=ConvBlock(16, 32),
+        block2=ConvBlock(32, 64, stride=2),
+        block3=ConvBlock(64, 64),
         head=Head(64, num_classes),
     ))
 
@@ -89,4 +72,4 @@ def reset_head(model: nn.Sequential, num_classes: int) -> nn.Sequential:
     return model
 
 
-__all__ = ["ConvBlock", "Head", "Stem", "digit_net", "pretrained_digit_net", "reset_head"]
+__all__ = ["ConvBlock", "Head", "digit_net", "pretrained_digit_net", "reset_head"]
