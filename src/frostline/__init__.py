@@ -74,7 +74,7 @@ _LAZY = {
     "Setting": "frostline.torch._sweep",
     "SweepResult": "frostline.torch._sweep",
     "param_groups": "frostline.torch._param_groups",
-    "UnfreezeSchedule": "frostline.torch._unfreeze",
+    "UnfreezeSchedule": "frostline.core.schedule",
     "Unfreezer": "frostline.torch._unfreeze",
     "extend_scheduler": "frostline.torch._unfreeze",
     "functional_call": "frostline.torch._functional",
@@ -87,6 +87,8 @@ _LAZY = {
     "optax_freeze": "frostline.jax",
     "layer_decay": "frostline.jax",
     "layer_decay_labels": "frostline.jax",
+    "thaw": "frostline.jax._unfreeze",
+    "regroup_opt_state": "frostline.jax._unfreeze",
 }
 
 
