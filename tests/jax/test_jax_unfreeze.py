@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import doctest
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -11,6 +13,7 @@ import pytest
 from jax_models import arrays_by_name, batch, eqx_net
 
 import frostline as fl
+import frostline.jax._unfreeze
 
 SCHEDULE = fl.UnfreezeSchedule.gradual(every=1, start=1)
 
@@ -190,3 +193,8 @@ def test_an_unknown_shared_option_is_refused():
     trainable, _ = fl.partition(model, fl.Plan.lock(1))
     with pytest.raises(fl.PlanError, match=r"shared must be one of \('keep', 'fresh'\)"):
         fl.regroup_opt_state(tx, tx.init(trainable), trainable, shared="reset")
+
+
+def test_docstring_examples_run():
+    result = doctest.testmod(frostline.jax._unfreeze, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted and not result.failed

@@ -17,9 +17,10 @@ takes ``tx.init`` of the new trainable part. So
 
 optax keeps one step count for the whole tree, where PyTorch's Adam keeps one per parameter.
 Keeping it means the newly thawed leaves are bias-corrected as if they had been trained for
-``count`` steps: their zero moments are barely scaled up, so their first updates are about
-``(1 - b1) / sqrt(1 - b2)`` times the learning rate per element (about 3x for the defaults)
-instead of Adam's usual ``1x`` for a fresh start. ``shared="fresh"`` resets the shared state
+``count`` steps: once ``count`` is large their zero moments are barely scaled up, so their
+first updates are about ``(1 - b1) / sqrt(1 - b2)`` times the learning rate per element (about
+3x for the defaults, reached after a few thousand steps; less before) instead of Adam's usual
+``1x`` for a fresh start. ``shared="fresh"`` resets the shared state
 instead, which bias-corrects the new leaves like PyTorch does, but over-corrects the older
 leaves' moments for the next steps and restarts any schedule; for plain Adam/AdamW near the
 start of training the difference is small either way.
