@@ -12,7 +12,7 @@ from ..core.groups import Groups
 from ..core.leaves import PARAM, TreeView
 from ..core.mask import Mask
 from ._apply import apply_mask
-from ._batchnorm import is_batchnorm_module, stats_frozen
+from ._batchnorm import frozen_stat_modules
 from ._functional import combine_parts, partition_module
 from ._groups import torch_groups
 from ._guard import Snapshot, take_snapshot
@@ -40,7 +40,7 @@ class TorchBackend:
         return {name: t for name, t in mask if kinds.get(name) == PARAM}
 
     def frozen_stats(self, model: nn.Module) -> set[str]:
-        return {p for p, m in model.named_modules() if is_batchnorm_module(m) and stats_frozen(m)}
+        return frozen_stat_modules(model)
 
     def partition(self, model: nn.Module, plan: Any = None, **group_options: Any) -> tuple[
             dict[str, torch.Tensor], dict[str, torch.Tensor]]:

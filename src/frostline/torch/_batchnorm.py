@@ -24,6 +24,12 @@ def stats_frozen(module: nn.Module) -> bool:
     return getattr(module, _MARK, None) is not None
 
 
+def frozen_stat_modules(model: nn.Module) -> set[str]:
+    """Paths (every path, for modules reachable by two) of the BatchNorms with fixed statistics."""
+    return {path for path, module in model.named_modules(remove_duplicate=False)
+            if is_batchnorm_module(module) and stats_frozen(module)}
+
+
 def freeze_stats(module: nn.Module) -> None:
     """Put ``module`` (and its children) in eval mode for good: its statistics stop updating."""
     if stats_frozen(module):

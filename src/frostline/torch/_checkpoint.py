@@ -41,7 +41,7 @@ from ..core.mask import Mask
 from ..core.norms import STAT_NAMES
 from ..core.plan import Plan
 from ._apply import PLAN_ATTRIBUTE, apply_mask
-from ._batchnorm import is_batchnorm_module, stats_frozen
+from ._batchnorm import frozen_stat_modules, is_batchnorm_module, stats_frozen
 from ._view import build_view, named_tensors
 
 FORMAT = "frostline.trainable/1"
@@ -109,7 +109,7 @@ def save_trainable(model: nn.Module, path: str | os.PathLike[str], plan: Plan | 
     _refuse_meta(tensors)
     stored_names = _stored_names(model, view)
     trainable = _trainable_names(view)
-    stats = sorted(_frozen_stat_modules(model))
+    stats = sorted(frozen_stat_modules(model))
     plan, plan_dict = _plan_to_store(model, plan, view, trainable, stats, group_options)
     payload = _payload(tensors, stored_names)
     stored = set(stored_names)
@@ -220,11 +220,6 @@ def _stored_names(model: nn.Module, view: TreeView) -> list[str]:
         view[name].kind == PARAM and view[name].trainable
     ) or (view[name].kind != PARAM and view[name].module_path in updating
           and view[name].path[-1] in STAT_NAMES)]
-
-
-def _frozen_stat_modules(model: nn.Module) -> set[str]:
-    return {path for path, module in model.named_modules(remove_duplicate=False)
-            if is_batchnorm_module(module) and stats_frozen(module)}
 
 
 def _plan_to_store(model: nn.Module, plan: Plan | None | bool, view: TreeView,

@@ -26,7 +26,8 @@ from torch import nn
 
 from .._errors import GuardError
 from ..core.plan import Plan
-from ._batchnorm import is_batchnorm_module, stats_frozen
+from ._batchnorm import frozen_stat_modules, is_batchnorm_module
+from ._view import named_tensors
 
 _INT_OF_SIZE = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 # Elements per bucket of the accelerator fingerprint (temporaries: about 28 bytes each).
@@ -152,7 +153,7 @@ class Snapshot:
 
     def moved(self, model: nn.Module | None = None) -> set[str]:
         """Names of the snapshotted tensors whose fingerprint changed."""
-        tensors = _tensors_by_name(model if model is not None else self.model)
+        tensors = named_tensors(model if model is not None else self.model)
         missing = [n for names, _ in self.prints.values() for n in names if n not in tensors]
         if missing:
             raise GuardError(
@@ -239,8 +240,7 @@ def take_snapshot(model: nn.Module, plan: Plan | None = None, *,
     params = dict(model.named_parameters())
     if plan is None:
         trainable = {n for n, p in params.items() if p.requires_grad}
-        frozen_stats = {path for path, m in model.named_modules()
-                        if is_batchnorm_module(m) and stats_frozen(m)}
+        frozen_stats = frozen_stat_modules(model)
     else:
         mask = plan.mask_on(model)
         trainable = {n for n, t in mask if t and n in params}
@@ -248,7 +248,7 @@ def take_snapshot(model: nn.Module, plan: Plan | None = None, *,
     frozen = [n for n in params if n not in trainable]
     if buffers:
         frozen += _watched_stats(model, trainable, frozen_stats)
-    tensors = _tensors_by_name(model)
+    tensors = named_tensors(model)
     watched = [*frozen, *(n for n in params if n in trainable)]
     by_device: dict[torch.device, list[str]] = {}
     for name in watched:
@@ -274,10 +274,6 @@ def _watched_stats(model: nn.Module, trainable: set[str], frozen_stats: set[str]
         out += [prefix + key for key, b in module._buffers.items()
                 if b is not None and key in _STATS]
     return out
-
-
-def _tensors_by_name(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {**dict(model.named_parameters()), **dict(model.named_buffers())}
 
 
 def _listing(names: list[str], limit: int = 8) -> str:
