@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import pickle
 
 import pytest
 import timm
@@ -183,3 +184,15 @@ def test_frozen_stats_survive_a_deep_copy():
     assert not clone.stem[1].training
     assert_same(before, bn_state(clone.stem[1]))
     assert model.stem[1] is not clone.stem[1]
+
+
+def test_frozen_stats_survive_pickling():
+    model = ConvNet()
+    frozen_and_trained(model)
+    clone = pickle.loads(pickle.dumps(model))
+    clone.train()
+    assert not clone.stem[1].training
+    before = bn_state(clone.stem[1])
+    clone(batch())
+    assert_same(before, bn_state(clone.stem[1]))
+    assert fl.summary(clone).rows[0].frozen_bn == 1

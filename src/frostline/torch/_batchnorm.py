@@ -1,13 +1,12 @@
 """Fixing BatchNorm running statistics so they stay fixed after ``model.train()``.
 
 The module is kept (timm's ``BatchNormAct2d`` keeps its fused activation, state dicts keep their
-keys); it is put in eval mode, its ``train`` is overridden to keep it there, and a forward
-pre-hook re-asserts eval mode in case the override was lost (e.g. by pickling).
+keys); it is put in eval mode, its ``train`` is overridden (by a picklable callable, so copies
+and pickled models keep it) to keep it there, and a forward pre-hook re-asserts eval mode for
+any code that sets ``training`` directly.
 """
 
 from __future__ import annotations
-
-import types
 
 from torch import nn
 
@@ -36,7 +35,7 @@ def freeze_stats(module: nn.Module) -> None:
         return
     handle = module.register_forward_pre_hook(_stay_in_eval)
     object.__setattr__(module, _MARK, handle)
-    object.__setattr__(module, "train", types.MethodType(_train_in_eval, module))
+    object.__setattr__(module, "train", _TrainInEval(module))
     module.eval()
 
 
@@ -52,14 +51,19 @@ def unfreeze_stats(module: nn.Module, training: bool) -> None:
     module.train(training)
 
 
-def _train_in_eval(self: nn.Module, mode: bool = True) -> nn.Module:
+class _TrainInEval:
     """Replacement ``train``: frozen statistics keep the module in eval mode whatever ``mode``."""
-    self.training = False
-    for child in self.children():
-        child.train(False)
-    return self
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def __call__(self, mode: bool = True) -> nn.Module:
+        self.module.training = False
+        for child in self.module.children():
+            child.train(False)
+        return self.module
 
 
 def _stay_in_eval(module: nn.Module, args: object) -> None:
     if module.training:
-        _train_in_eval(module)
+        _TrainInEval(module)()
