@@ -12,7 +12,8 @@ import pytest
 import frostline.core
 
 CORE = sorted(f"frostline.core.{m.name}" for m in pkgutil.iter_modules(frostline.core.__path__))
-MODULES = ["frostline", "frostline._api", "frostline._errors", "frostline.torch", *CORE]
+MODULES = ["frostline", "frostline._api", "frostline._errors", "frostline.torch",
+           "frostline.cli._models", *CORE]
 
 
 @pytest.mark.parametrize("module_name", MODULES)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import frostline
 from frostline.cli import main
 
 FACTORIES = textwrap.dedent("""
@@ -47,17 +48,21 @@ class Cli:
         return json.loads(out)
 
     @staticmethod
-    def run(*args: str, script: bool = False,
-            pythonpath: Path | None = None) -> subprocess.CompletedProcess:
-        """``python -m frostline ARGS`` (or the ``frostline`` script) as a real subprocess."""
+    def run(*args: str, script: bool = False, pythonpath: Path | None = None,
+            cwd: Path | None = None) -> subprocess.CompletedProcess:
+        """``python -m frostline ARGS`` (or the ``frostline`` script) as a real subprocess.
+
+        PYTHONPATH starts with the folder of the frostline under test, so the console script
+        runs this code even where another copy is installed.
+        """
         command = ([str(Path(sys.executable).parent / "frostline")] if script
                    else [sys.executable, "-m", "frostline"])
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-        if pythonpath is not None:
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pythonpath),
-                                                              env.get("PYTHONPATH", "")]))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [
+            str(pythonpath or ""), str(Path(frostline.__file__).parent.parent),
+            env.get("PYTHONPATH", "")]))
         return subprocess.run([*command, *args], capture_output=True, text=True, env=env,
-                              timeout=300)
+                              cwd=cwd, timeout=300)
 
     @staticmethod
     def error_line(stderr: str) -> str:

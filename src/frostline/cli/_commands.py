@@ -5,23 +5,37 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .._api import summary
+from .._api import groups, summary
 from ..core.plan import FREEZE, UNFREEZE, Plan
 from ..core.recommend import SHIFTS, recommend
-from ._models import SPEC_HELP, load_model
+from ._models import SPEC_HELP, add_model_arg_option, model_from_args
 from ._output import echo, emit_json
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL", help=f"the model: {SPEC_HELP}")
+    add_model_arg_option(parser)
     parser.add_argument("--coarse", action="store_true",
                         help="coarser groups where the model's own grouping offers them (timm)")
+    parser.add_argument("--tower", metavar="image|text",
+                        help="the groups of one tower of an OpenCLIP model (or of the submodule "
+                        "at this module path); locks leave the rest untouched")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
 
 def _group_options(args: argparse.Namespace) -> dict[str, Any]:
     # Only options given on the command line: a loaded plan's own grouping options stay in force.
-    return {"coarse": True} if args.coarse else {}
+    options: dict[str, Any] = {"coarse": True} if args.coarse else {}
+    if args.tower is not None:
+        options["tower"] = args.tower
+    return options
+
+
+def _lock(model: Any, unlocked_groups: int, args: argparse.Namespace) -> Plan:
+    """``lock(K)`` as a plan, scoped to the groups' part of the model (``--tower``)."""
+    options = _group_options(args)
+    scope = groups(model, **options).scope
+    return Plan.lock(unlocked_groups, within=scope).with_groups(**options)
 
 
 # --- inspect ------------------------------------------------------------------------------------
@@ -38,8 +52,8 @@ def add_inspect(commands: Any) -> None:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    model = load_model(args.model)
-    plan = Plan.lock(args.unlocked_groups) if args.unlocked_groups is not None else None
+    model = model_from_args(args)
+    plan = _lock(model, args.unlocked_groups, args) if args.unlocked_groups is not None else None
     report = summary(model, plan, **_group_options(args))
     if args.json:
         emit_json({"model": args.model, "plan": plan.to_dict() if plan else None,
@@ -87,7 +101,7 @@ def add_plan(commands: Any) -> None:
     parser.set_defaults(run=run_plan, rules=None)
 
 
-def _plan_from_args(args: argparse.Namespace) -> Plan:
+def _plan_from_args(model: Any, args: argparse.Namespace) -> Plan:
     from . import UsageError
 
     built = args.unlocked_groups is not None or args.rules or args.freeze_bn_stats or args.train_bn
@@ -99,7 +113,7 @@ def _plan_from_args(args: argparse.Namespace) -> Plan:
     if not built:
         raise UsageError("nothing to plan: pass --unlocked-groups K, --freeze SEL or "
                          "--unfreeze SEL (or --check FILE to validate a saved plan).")
-    plan = Plan.lock(args.unlocked_groups) if args.unlocked_groups is not None else Plan()
+    plan = _lock(model, args.unlocked_groups, args) if args.unlocked_groups is not None else Plan()
     for action, selector in args.rules or []:
         plan = plan.freeze(selector) if action == FREEZE else plan.unfreeze(selector)
     plan = plan.with_groups(**_group_options(args))
@@ -108,8 +122,8 @@ def _plan_from_args(args: argparse.Namespace) -> Plan:
 
 
 def run_plan(args: argparse.Namespace) -> int:
-    model = load_model(args.model)
-    plan = _plan_from_args(args)
+    model = model_from_args(args)
+    plan = _plan_from_args(model, args)
     # mask_on validates: every rule matches, groups exist, tied weights agree (raises otherwise).
     plan.mask_on(model, **_group_options(args))
     explanation = plan.explain(model, buffers=args.buffers, **_group_options(args))
@@ -157,7 +171,7 @@ def add_recommend(commands: Any) -> None:
 
 
 def run_recommend(args: argparse.Namespace) -> int:
-    model = load_model(args.model)
+    model = model_from_args(args)
     rec = recommend(model, args.n_train, args.shift, new_head=not args.same_head,
                     **_group_options(args))
     report = summary(model, rec.plan, **_group_options(args))

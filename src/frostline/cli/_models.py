@@ -1,10 +1,21 @@
-"""Building a model from a command-line spec, offline (no weights are downloaded)."""
+"""Building a model from a command-line spec, offline (no weights are downloaded).
+
+``--model-arg KEY=VALUE`` options become keyword arguments of the constructor (timm, torchvision,
+OpenCLIP, a factory) or attributes of the configuration (``hf:``); values read as int, float,
+bool or string:
+
+    >>> parse_model_args(["num_classes=10", "in_chans=1", "drop_rate=0.1", "global_pool=avg"])
+    {'num_classes': 10, 'in_chans': 1, 'drop_rate': 0.1, 'global_pool': 'avg'}
+"""
 
 from __future__ import annotations
 
+import argparse
 import importlib
+import inspect
 import os
-from collections.abc import Callable, Iterable
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from .._errors import FrostlineError, closest
@@ -18,27 +29,78 @@ HF_SMALL = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
 
 
 class ModelSpecError(FrostlineError):
-    """A model spec names no model this machine can build."""
+    """A model spec names no model this machine can build, or its arguments do not fit it."""
 
 
-def load_model(spec: str) -> Any:
-    """The model a spec names, randomly initialised (or from a local folder for ``hf:``).
+def add_model_arg_option(parser: argparse.ArgumentParser) -> None:
+    """``--model-arg KEY=VALUE``, repeatable."""
+    parser.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                        dest="model_args", help="an argument for the model's constructor, e.g. "
+                        "num_classes=10 (a config value for hf:); repeatable")
+
+
+def model_from_args(args: argparse.Namespace) -> Any:
+    """The model of ``args.model`` built with ``args.model_args``."""
+    return load_model(args.model, parse_model_args(args.model_args))
+
+
+def parse_model_args(items: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings as keyword arguments: ints, floats, ``true``/``false``, else strings.
 
     Raises:
-        ModelSpecError: the spec's form is unknown, or the library does not know the name.
+        ModelSpecError: an item is not ``KEY=VALUE`` with an identifier as key, or a key repeats.
     """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise ModelSpecError(f"--model-arg {item!r}: expected KEY=VALUE with a Python name "
+                                 "as KEY, e.g. --model-arg num_classes=10.")
+        if key in out:
+            raise ModelSpecError(f"--model-arg {key} is given twice; pass each key once.")
+        out[key] = _value(text)
+    return out
+
+
+def _value(text: str) -> Any:
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def load_model(spec: str, model_args: Mapping[str, Any] | None = None) -> Any:
+    """The model a spec names, randomly initialised (or from a local folder for ``hf:``).
+
+    Args:
+        spec: ``timm:NAME``, ``torchvision:NAME``, ``hf:PATH_OR_MODEL_TYPE``, ``open_clip:NAME``,
+            ``package.module:factory`` (imported from the current directory too) or ``demo``.
+        model_args: keyword arguments for the constructor, or configuration values for ``hf:``.
+
+    Raises:
+        ModelSpecError: the spec's form is unknown, the library does not know the name, or the
+            model does not take one of ``model_args``.
+    """
+    kwargs = dict(model_args or {})
     prefix, _, name = spec.partition(":")
-    builders: dict[str, Callable[[str], Any]] = {
+    builders: dict[str, Callable[[str, dict[str, Any]], Any]] = {
         "timm": _timm, "torchvision": _torchvision, "hf": _hf, "open_clip": _open_clip,
     }
     if spec == "demo":
+        if kwargs:
+            raise ModelSpecError("the demo network takes no --model-arg; it is built as shipped.")
         from ..demo import pretrained_digit_net
 
         return pretrained_digit_net()
     if prefix in builders and name:
-        return builders[prefix](name)
+        return builders[prefix](name, kwargs)
     if name and all(part.isidentifier() for part in prefix.split(".")):
-        return _factory(prefix, name)
+        return _factory(prefix, name, kwargs)
     raise ModelSpecError(f"unknown model spec {spec!r}: expected {SPEC_HELP}.")
 
 
@@ -57,56 +119,112 @@ def _import(module: str, extra: str) -> Any:
         raise ModelSpecError(f"{module} is not installed: pip install 'frostline[{extra}]'.") from None
 
 
-def _timm(name: str) -> Any:
+def _build(spec: str, build: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    """``build(**kwargs)``, where an argument the model does not take is a user error."""
+    try:
+        return build(**kwargs)
+    except TypeError as exc:
+        if not kwargs or "argument" not in str(exc):
+            raise
+        raise ModelSpecError(
+            f"{spec} does not take --model-arg {', '.join(kwargs)}: {str(exc).splitlines()[0]}. "
+            "Pass only arguments its constructor takes."
+        ) from None
+
+
+def _timm(name: str, kwargs: dict[str, Any]) -> Any:
     timm = _import("timm", "zoo")
     if name not in timm.list_models():
         raise _unknown("timm", name, timm.list_models())
-    return timm.create_model(name, pretrained=False)
+    return _build(f"timm:{name}", lambda **kw: timm.create_model(name, pretrained=False, **kw),
+                  kwargs)
 
 
-def _torchvision(name: str) -> Any:
+def _torchvision(name: str, kwargs: dict[str, Any]) -> Any:
     models = _import("torchvision.models", "zoo")
     known = models.list_models()
     if name not in known:
         raise _unknown("torchvision", name, known)
-    return models.get_model(name, weights=None)
+    return _build(f"torchvision:{name}", lambda **kw: models.get_model(name, weights=None, **kw),
+                  kwargs)
 
 
-def _open_clip(name: str) -> Any:
+def _open_clip(name: str, kwargs: dict[str, Any]) -> Any:
     open_clip = _import("open_clip", "zoo")
     known = open_clip.list_models()
     if name not in known:
         raise _unknown("open_clip", name, known)
-    return open_clip.create_model(name, pretrained=None)
+    return _build(f"open_clip:{name}",
+                  lambda **kw: open_clip.create_model(name, pretrained=None, **kw), kwargs)
 
 
-def _hf(path_or_type: str) -> Any:
+def _looks_like_path(text: str) -> bool:
+    # Model types are single words ("bert", "xlm-roberta"); a separator or a leading dot or tilde
+    # means the user meant a folder.
+    return os.sep in text or "/" in text or text.startswith((".", "~"))
+
+
+def _hf(path_or_type: str, kwargs: dict[str, Any]) -> Any:
     transformers = _import("transformers", "zoo")
-    if os.path.isdir(path_or_type):
-        return transformers.AutoModel.from_pretrained(path_or_type, local_files_only=True)
+    folder = os.path.expanduser(path_or_type)
+    if os.path.isdir(folder):
+        if not os.path.isfile(os.path.join(folder, "config.json")):
+            raise ModelSpecError(f"hf:{path_or_type}: the folder has no config.json; pass a "
+                                 "folder written by save_pretrained().")
+        config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
+        _configure(f"hf:{path_or_type}", config, kwargs)
+        return transformers.AutoModel.from_pretrained(folder, config=config,
+                                                      local_files_only=True)
+    if _looks_like_path(path_or_type):
+        what = "is a file, not a folder" if os.path.exists(folder) else "does not exist"
+        raise ModelSpecError(
+            f"hf:{path_or_type}: the folder {folder!r} {what}. Pass a folder with config.json "
+            "(save_pretrained() writes one); frostline builds models offline, so a Hub name must "
+            "be downloaded first (huggingface-cli download NAME --local-dir FOLDER)."
+        )
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     if path_or_type not in CONFIG_MAPPING:
+        hint = closest(path_or_type, CONFIG_MAPPING.keys())
         raise ModelSpecError(
             f"hf:{path_or_type} is neither a local model folder nor a transformers model type"
-            + (f"; closest types: {', '.join(closest(path_or_type, CONFIG_MAPPING.keys()))}"
-               if closest(path_or_type, CONFIG_MAPPING.keys()) else "")
+            + (f"; closest types: {', '.join(hint)}" if hint else "")
             + ". Pass a folder with config.json, or a model type such as hf:bert."
         )
     config = transformers.AutoConfig.for_model(path_or_type)
     for key, value in HF_SMALL.items():
         if hasattr(config, key):
             setattr(config, key, value)
+    _configure(f"hf:{path_or_type}", config, kwargs)
     return transformers.AutoModel.from_config(config)
 
 
-def _factory(module_name: str, attr: str) -> Any:
+def _configure(spec: str, config: Any, kwargs: dict[str, Any]) -> None:
+    """Set ``kwargs`` on a transformers config, refusing keys it does not have."""
+    known = config.to_dict()
+    unknown = [key for key in kwargs if key not in known]
+    if unknown:
+        hint = closest(unknown[0], known)
+        raise ModelSpecError(
+            f"{spec}: its {type(config).__name__} has no {unknown[0]!r}"
+            + (f"; closest: {', '.join(hint)}" if hint else "")
+            + ". --model-arg sets configuration values the config already has."
+        )
+    for key, value in kwargs.items():
+        setattr(config, key, value)
+
+
+def _factory(module_name: str, attr: str, kwargs: dict[str, Any]) -> Any:
+    # `python -m frostline` imports from the current directory (it is sys.path[0]); the console
+    # script's sys.path[0] is its own folder instead. Both must find `mymodels.py` beside the user.
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ModelSpecError(
-            f"cannot import {module_name!r} for the model factory {module_name}:{attr} ({exc}); "
-            f"expected {SPEC_HELP}."
+            f"cannot import {module_name!r} for the model factory {module_name}:{attr} ({exc}) "
+            f"from {os.getcwd()} or the installed packages; expected {SPEC_HELP}."
         ) from None
     factory = getattr(module, attr, None)
     if not callable(factory):
@@ -114,4 +232,11 @@ def _factory(module_name: str, attr: str) -> Any:
             f"{module_name} has no callable {attr!r}; pass package.module:factory where "
             "factory() returns the model."
         )
-    return factory()
+    try:
+        inspect.signature(factory).bind(**kwargs)
+    except TypeError as exc:
+        raise ModelSpecError(f"{module_name}:{attr} does not take --model-arg "
+                             f"{', '.join(kwargs)}: {exc}.") from None
+    except ValueError:
+        pass  # no signature to check (a builtin): the call itself will tell
+    return factory(**kwargs)

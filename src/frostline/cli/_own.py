@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +14,11 @@ from ._data import DataError, load_npz
 from ._models import load_model
 
 
-def own_task(spec: str, path: str, shift: str, seed: int = 0
-             ) -> tuple[Task, Callable[[], Any]]:
+def own_task(spec: str, path: str, shift: str, seed: int = 0,
+             model_args: Mapping[str, Any] | None = None) -> tuple[Task, Callable[[], Any]]:
     """The data of ``path`` as a sweep task, and a function returning copies of the model.
 
-    The model is built once, under ``seed`` (weights a factory initialises at random come out
+    The model is built once (with ``model_args``), under ``seed`` (weights a factory initialises at random come out
     the same on every run); every setting trains a deep copy, so all start from the same
     weights. Its outputs must cover the labels (the head is not replaced).
 
@@ -28,7 +28,7 @@ def own_task(spec: str, path: str, shift: str, seed: int = 0
     """
     data = load_npz(path)
     torch.manual_seed(seed)
-    model = load_model(spec)
+    model = load_model(spec, model_args)
     if not isinstance(model, torch.nn.Module):
         raise DataError(f"{spec} is a {type(model).__name__}; frostline sweep trains PyTorch "
                         "models (torch.nn.Module).")

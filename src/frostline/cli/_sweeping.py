@@ -37,7 +37,7 @@ def _positive(text: str) -> int:
 
 def add_sweep(commands: Any) -> None:
     from ..core.recommend import SHIFTS
-    from ._models import SPEC_HELP
+    from ._models import SPEC_HELP, add_model_arg_option
 
     parser = commands.add_parser(
         "sweep", help="train every frost line on your data (or a demo task) and compare",
@@ -48,6 +48,7 @@ def add_sweep(commands: Any) -> None:
         "model on your data; without them, the demo network on a demo task.")
     parser.add_argument("model", metavar="MODEL", nargs="?",
                         help=f"the model to sweep, with --data: {SPEC_HELP}")
+    add_model_arg_option(parser)
     parser.add_argument("--data", metavar="FILE.npz",
                         help="classification data: an .npz with x_train, y_train, x_val, y_val")
     parser.add_argument("--shift", choices=SHIFTS, default="none",
@@ -145,6 +146,9 @@ def _sweep_target(args: argparse.Namespace) -> tuple[Any, Callable[[], Any], str
             raise UsageError(f"sweeping {args.model} needs its data: pass --data FILE.npz "
                              "(arrays x_train, y_train, x_val, y_val); without MODEL the demo "
                              "network is swept on a demo task.")
+        if args.model_args:
+            raise UsageError("--model-arg builds MODEL for --data FILE.npz; the demo network "
+                             "takes none.")
         task = next(t for t in tasks() if t.name == (args.task or "new-digits"))
         return task, model_factory(task), DEMO_HEADER
     if args.model is None:
@@ -152,9 +156,11 @@ def _sweep_target(args: argparse.Namespace) -> tuple[Any, Callable[[], Any], str
                          "--data FILE.npz.")
     if args.task is not None:
         raise UsageError("--task picks a demo task; it does not combine with --data.")
+    from ._models import parse_model_args
     from ._own import own_task
 
-    task, make = own_task(args.model, args.data, args.shift, args.seed)
+    task, make = own_task(args.model, args.data, args.shift, args.seed,
+                          parse_model_args(args.model_args))
     return task, make, f"frostline: choose the frost line of {args.model} on {args.data}"
 
 

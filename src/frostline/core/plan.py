@@ -23,6 +23,7 @@ import yaml
 
 from .._errors import PlanError, SelectorError, TiedWeightError
 from ._gc import paused_gc
+from ._plan_yaml import yaml_error_message
 from .groups import Groups
 from .leaves import PARAM, TreeView
 from .mask import Mask
@@ -312,7 +313,7 @@ class Plan:
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise PlanError(f"plan is not valid YAML: {str(exc).splitlines()[0]}.") from None
+            raise PlanError(yaml_error_message(text, exc)) from None
         return cls.from_dict(data)
 
     def save(self, path: str) -> None:
