@@ -12,7 +12,7 @@ Part 2 times ``fl.lock`` on an 80-layer Llama built on the meta device, and on s
 meta-device models with 1k, 10k and 100k tensors (time per tensor should stay flat).
 
 Run: ``.venv/bin/python benchmarks/bench_lock.py`` (``--quick`` for a smoke run, ``--threads N``
-to fix the number of torch CPU threads).
+to fix the number of torch CPU threads, ``--lock-only`` for part 2 alone).
 """
 
 from __future__ import annotations
@@ -147,6 +147,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few repeats, small sizes")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--lock-only", action="store_true",
+                        help="part 2 only: the cost of fl.lock itself, no training steps")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -155,7 +157,8 @@ def main() -> None:
         bench_llama(repeats=2)
         bench_scaling([1_000, 10_000], repeats=1)
     else:
-        bench_steps(repeats=7, steps=3, batch=16)
+        if not args.lock_only:
+            bench_steps(repeats=7, steps=3, batch=16)
         bench_llama(repeats=9)
         bench_scaling([1_000, 10_000, 100_000], repeats=3)
 
