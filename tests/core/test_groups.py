@@ -9,6 +9,7 @@ import pytest
 import frostline as fl
 from frostline.core.grouping import attach_buffers, auto_groups, build_groups, groups_from_selectors
 from frostline.core.leaves import TreeView
+from frostline.core.selectors import MatchContext
 
 
 def blocks_view(make_view, depth=3):
@@ -142,3 +143,30 @@ def test_attach_buffers_puts_stats_with_their_module(toy_view):
     params = [leaf.name for leaf in toy_view.params()]
     members = attach_buffers(toy_view, [params[:-4], params[-4:]])
     assert members[1][-3:] == ["bn.running_mean", "bn.running_var", "bn.num_batches_tracked"]
+
+
+def test_derived_group_names_join_the_modules_a_group_holds(make_view):
+    view = blocks_view(make_view, depth=2)
+    found = build_groups(view, [["patch.weight", "patch.bias"],
+                                [n for n in view.names if n.startswith("blocks.0.")],
+                                [n for n in view.names if n.startswith("blocks.1.")]
+                                + ["norm.weight", "norm.bias"],
+                                ["head.weight", "head.bias"]], None, "rule")
+    assert found.names == ["patch", "blocks.0", "blocks.1+norm", "head"]
+
+
+def test_repeated_group_names_become_unique_and_select_their_own_group(make_view):
+    view = blocks_view(make_view, depth=2)
+    found = build_groups(view, [["patch.weight"], ["patch.bias"], ["head.weight"]],
+                         ["1", "1", "head"], "rule")
+    assert found.names == ["1", "1#2", "head"]
+    assert "'1#2'" in found.notes[-1]
+    context = MatchContext(view, found)
+    for group in found:
+        hits = fl.parse(fl.group(group.name).to_string()).select(context)
+        assert {leaf.name for leaf, hit in zip(view, hits) if hit} == set(group.leaf_names)
+
+
+def test_explicit_group_names_must_be_unique(toy_view):
+    with pytest.raises(fl.GroupError, match=r"group names must be unique, got \['x'\]"):
+        groups_from_selectors(toy_view, ["A", "head"], names=["x", "x"])

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import frostline as fl
+from frostline.core.selectors import MatchContext
 
 timm = pytest.importorskip("timm")
 
@@ -103,3 +104,30 @@ def test_lock_trains_only_the_top_groups_and_keeps_frozen_batchnorm_stats():
                                 for n in frozen_stats)
     assert all(not torch.equal(dict(model.named_buffers())[n], before[n])
                for n in stats - frozen_stats)
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_group_names_say_what_they_hold_and_select_their_group(name):
+    found = fl.groups(_model(name))
+    assert len(set(found.names)) == len(found)
+    assert not [n for n in found.names if n.startswith("group") and n[5:].isdigit()]
+    view = fl.view(_model(name))
+    context = MatchContext(view, found)
+    for group in found:
+        # As a plan file or a printed rule writes it, read back: exactly this group's leaves.
+        hits = fl.parse(fl.group(group.name).to_string()).select(context)
+        selected = {leaf.name for leaf, hit in zip(view, hits) if hit}
+        assert selected == set(group.leaf_names), group.name
+
+
+def test_vit_last_block_group_is_named_by_its_modules():
+    names = fl.groups(_model("vit_tiny_patch16_224")).names
+    assert names[-3:] == ["blocks.10", "blocks.11+norm", "head"]
+    assert fl.groups(_model("efficientnet_b0")).names[-2] == "blocks.6+conv_head+bn2"
+
+
+def test_a_blocks_buffer_joins_the_group_of_the_blocks_parameters():
+    found = fl.groups(_model("swin_tiny_patch4_window7_224"))
+    block = found["layers.0.blocks.1"]
+    assert "layers.0.blocks.1.attn_mask" in block.leaf_names
+    assert block.modules == ("layers.0.blocks.1",)

@@ -87,3 +87,28 @@ def test_summary_counts_what_the_plan_keeps_trainable():
     total = sum(leaf.numel for leaf in fl.view(model))
     assert fl.summary(model, fl.Plan.lock(1)).trainable == head
     assert fl.summary(model).trainable == total
+
+
+def test_equinox_mlp_groups_show_their_own_layer_as_module():
+    mlp = eqx.nn.MLP(4, 2, 8, depth=3, key=jax.random.key(0))
+    found = fl.groups(mlp)
+    assert found.names == ["layers.0", "layers.1", "layers.2", "layers.3"]
+    assert [g.modules for g in found] == [("layers.0",), ("layers.1",), ("layers.2",),
+                                          ("layers.3",)]
+    assert [row.modules for row in fl.summary(mlp).rows] == [("layers.0",), ("layers.1",),
+                                                             ("layers.2",), ("layers.3",)]
+
+
+def test_nnx_blocks_in_a_plain_list_show_their_own_modules():
+    from flax import nnx
+
+    class Net(nnx.Module):
+        def __init__(self, rngs: nnx.Rngs):
+            self.stem = nnx.Linear(3, 4, rngs=rngs)
+            self.blocks = nnx.data([nnx.Linear(4, 4, rngs=rngs) for _ in range(3)])
+            self.head = nnx.Linear(4, 2, rngs=rngs)
+
+    found = fl.groups(Net(nnx.Rngs(0)))
+    assert [(g.name, g.modules) for g in found] == [
+        ("stem", ("stem",)), ("blocks.0", ("blocks.0",)), ("blocks.1", ("blocks.1",)),
+        ("blocks.2", ("blocks.2",)), ("head", ("head",))]

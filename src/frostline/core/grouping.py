@@ -24,8 +24,10 @@ def build_groups(view: TreeView, members: Sequence[Sequence[str]], names: Sequen
     """Assemble :class:`Groups` from lists of leaf names, adding aliases and module paths.
 
     Aliases of a shared tensor join the group of its canonical name, so tied weights never
-    straddle two groups. Without ``names``, a group holding one module is named after it, else
-    "stem" (first), "head" (last) or "group<i>". ``scope``: see :class:`Groups`.
+    straddle two groups. Without ``names``, a group is named after what it holds: its module
+    (``blocks.3``), its modules joined by ``+`` (``blocks.11+norm``), or "stem" / "head" for the
+    several modules before / after the blocks. Names are unique: a repeated one gets ``#2``,
+    ``#3`` ... (and a note). ``scope``: see :class:`Groups`.
     """
     if names is None:
         names = [None] * len(members)
@@ -41,6 +43,7 @@ def build_groups(view: TreeView, members: Sequence[Sequence[str]], names: Sequen
     home = _canonical_homes(members, canonical)
     notes = list(notes)
     out: list[Group] = []
+    taken: set[str] = set()
     for index, (leaf_names, group_name) in enumerate(zip(members, names)):
         full: dict[str, None] = {}
         for leaf_name in leaf_names:
@@ -55,8 +58,9 @@ def build_groups(view: TreeView, members: Sequence[Sequence[str]], names: Sequen
             continue
         ordered = tuple(sorted(full, key=lambda n: view[n].index if n in view else 0))
         modules = minimal_modules(ordered, owner_paths, module_leaves)
+        name = _unique(group_name or _derived_name(modules, index, len(members)), taken, notes)
         out.append(Group(
-            name=group_name or _derived_name(modules, index, len(members)),
+            name=name,
             index=len(out),
             leaf_names=ordered,
             modules=modules,
@@ -84,14 +88,42 @@ def _canonical_homes(members: Sequence[Sequence[str]], canonical: Mapping[str, s
     return home
 
 
+# A group of more modules than this is named by its first and last module.
+_JOINED = 3
+
+
 def _derived_name(modules: Sequence[str], index: int, count: int) -> str:
+    """A name that says what the group holds.
+
+    Example:
+        >>> _derived_name(["blocks.11", "norm"], 12, 14)
+        'blocks.11+norm'
+        >>> _derived_name(["cls_token", "pos_embed", "patch_embed"], 0, 14)
+        'stem'
+        >>> _derived_name(["a.norm1", "a.attn", "a.norm2", "a.mlp"], 3, 9)
+        'a.norm1+...+a.mlp'
+    """
     if len(modules) == 1:
         return modules[0]
     if index == 0:
         return "stem"
     if index == count - 1:
         return "head"
-    return f"group{index}"
+    if len(modules) <= _JOINED:
+        return "+".join(modules)
+    return f"{modules[0]}+...+{modules[-1]}"
+
+
+def _unique(name: str, taken: set[str], notes: list[str]) -> str:
+    """``name``, or ``name#2``, ``name#3`` ... when an earlier group has it (a note says so)."""
+    out, count = name, 1
+    while out in taken:
+        count += 1
+        out = f"{name}#{count}"
+    if out != name:
+        notes.append(f"two groups would be named {name!r}; the later one is {out!r}")
+    taken.add(out)
+    return out
 
 
 def attach_buffers(view: TreeView, param_groups: Sequence[Sequence[str]]) -> list[list[str]]:
@@ -99,27 +131,35 @@ def attach_buffers(view: TreeView, param_groups: Sequence[Sequence[str]]) -> lis
 
     Groupings such as timm's ``group_matcher`` cover parameters only; a BatchNorm's running
     statistics belong with its affine parameters.
+    A buffer of a module without parameters of its own (Swin's ``attn_mask`` on a block) goes
+    with the first parameter inside that module, not with the parameter before it.
     """
     group_of = {name: g for g, names in enumerate(param_groups) for name in names}
     members = [list(names) for names in param_groups]
     module_group: dict[str, int] = {}
+    subtree_group: dict[str, int] = {}
     for leaf in view:
         if leaf.name in group_of:
             module_group.setdefault(leaf.module_path, group_of[leaf.name])
+            for owner in leaf.owners[1:]:
+                subtree_group.setdefault(owner.path, group_of[leaf.name])
     last = 0
     for leaf in view:
         if leaf.name in group_of:
             last = group_of[leaf.name]
         elif leaf.kind != PARAM and members:
-            target = _module_group(leaf, module_group, last)
+            target = _module_group(leaf, module_group, subtree_group, last)
             members[target].append(leaf.name)
     return members
 
 
-def _module_group(leaf: Leaf, module_group: Mapping[str, int], fallback: int) -> int:
+def _module_group(leaf: Leaf, module_group: Mapping[str, int],
+                  subtree_group: Mapping[str, int], fallback: int) -> int:
     for owner in reversed(leaf.owners):
         if owner.path in module_group:
             return module_group[owner.path]
+        if owner.path in subtree_group:
+            return subtree_group[owner.path]
     return fallback
 
 
@@ -140,6 +180,10 @@ def groups_from_selectors(view: TreeView, selectors: Sequence[Selector | str],
         raise GroupError("an explicit grouping needs at least one selector.")
     if names is not None and len(names) != len(parsed):
         raise GroupError(f"got {len(names)} group names for {len(parsed)} selectors.")
+    repeated = sorted({n for n in names or () if list(names).count(n) > 1})
+    if repeated:
+        raise GroupError(f"group names must be unique, got {repeated} more than once; "
+                         "give every group its own name (group:NAME selects by name).")
     ctx = MatchContext(view)
     members: list[list[str]] = [[] for _ in parsed]
     unmatched = []

@@ -121,7 +121,13 @@ def minimal_modules(leaf_names: Sequence[str], owner_paths: dict[str, str],
         parts = path.split(".") if path else []
         for cut in range(len(parts) - 1, -1, -1):
             candidate = ".".join(parts[:cut])
-            if candidate == "" or not module_leaves.get(candidate, set()) <= members:
+            if candidate == "":
+                break
+            if candidate not in module_leaves:
+                # A key path through a plain list or dict (an Equinox MLP's ``layers``), not a
+                # module: it holds no leaves of its own and never names the group.
+                continue
+            if not module_leaves[candidate] <= members:
                 break
             best = candidate
         if best == "" or module_leaves.get(best, set()) - members:
