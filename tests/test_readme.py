@@ -58,12 +58,22 @@ def _env() -> dict[str, str]:
 
 DRIVER = f"""
 import json, sys
-namespace = {{"__name__": "__main__"}}
-for line, code in json.load(sys.stdin):
+namespace, page = {{}}, None
+for source, line, code in json.load(sys.stdin):
+    if source != page:  # every page starts afresh, as a reader would
+        namespace, page = {{"__name__": "__main__"}}, source
     print("{MARK}", line, flush=True)
-    exec(compile("\\n" * (line - 1) + code, "README.md", "exec"), namespace)
+    exec(compile("\\n" * (line - 1) + code, source, "exec"), namespace)
     sys.stdout.flush()
 """
+
+
+def run_python_blocks(pages: list[Path], cwd: Path) -> subprocess.CompletedProcess:
+    """Every python block of ``pages`` in one interpreter, one namespace per page."""
+    code = [(page.name, b.line, b.body) for page in pages
+            for b in blocks(page.read_text(encoding="utf-8")) if b.lang == "python"]
+    return subprocess.run([sys.executable, "-c", DRIVER], input=json.dumps(code), text=True,
+                          capture_output=True, cwd=cwd, env=_env(), timeout=600)
 
 
 def test_readme_finds_its_blocks():
@@ -76,9 +86,7 @@ def test_readme_finds_its_blocks():
 @pytest.mark.slow
 def test_readme_python_blocks_run_in_order_and_print_what_the_readme_says(tmp_path):
     found = blocks(README.read_text(encoding="utf-8"))
-    code = [(b.line, b.body) for b in found if b.lang == "python"]
-    done = subprocess.run([sys.executable, "-c", DRIVER], input=json.dumps(code), text=True,
-                          capture_output=True, cwd=tmp_path, env=_env(), timeout=600)
+    done = run_python_blocks([README], tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     outputs: dict[int, str] = {}
     for chunk in done.stdout.split(MARK)[1:]:
@@ -128,3 +136,26 @@ def test_readme_states_the_held_out_accuracy_of_the_shipped_weights():
         measured = (pretrained_digit_net().eval()(x_val).argmax(1) == y_val).float().mean()
     assert stated[1] == recorded == f"{measured.item():.4f}"
     assert int(stated[2]) == len(y_val)
+
+
+GUIDES = sorted((ROOT / "docs" / "guides").glob("*.md"))
+
+
+@pytest.mark.slow
+def test_guide_python_blocks_run_in_order(tmp_path):
+    assert len(GUIDES) >= 8
+    done = run_python_blocks(GUIDES, tmp_path)
+    assert done.returncode == 0, done.stderr[-5000:]
+
+
+def test_api_reference_documents_every_public_name():
+    pytest.importorskip("mkdocs")
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from docs_hooks import api_page
+    finally:
+        sys.path.pop(0)
+    page = api_page()
+    entries = re.findall(r"^::: (\S+)$", page, re.M)
+    public = [n for n in frostline.__all__ if not n.startswith("__")]
+    assert sorted(e.rsplit(".", 1)[1] for e in entries) == sorted(public)
