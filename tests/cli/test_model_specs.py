@@ -119,7 +119,11 @@ def test_open_clip_tower_option_gives_that_towers_groups_and_lock(cli):
 
 @pytest.mark.parametrize(("argv", "says"), [
     (["inspect", "timm:resnet18", "--model-arg", "num_clases=10"],
-     "timm:resnet18 does not take --model-arg num_clases"),
+     "timm:resnet18 cannot be built with --model-arg num_clases=10: "),
+    (["inspect", "torchvision:resnet18", "--model-arg", "num_classes=1.5"],
+     "torchvision:resnet18 cannot be built with --model-arg num_classes=1.5: "),
+    (["inspect", "hf:bert", "--model-arg", "num_hidden_layers=abc"],
+     "--model-arg num_hidden_layers='abc' does not fit its BertConfig"),
     (["inspect", "hf:bert", "--model-arg", "num_hidden_layer=3"],
      "has no 'num_hidden_layer'; closest: num_hidden_layers"),
     (["inspect", "demo", "--model-arg", "width=3"], "takes no --model-arg"),

@@ -120,15 +120,20 @@ def _import(module: str, extra: str) -> Any:
 
 
 def _build(spec: str, build: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
-    """``build(**kwargs)``, where an argument the model does not take is a user error."""
+    """``build(**kwargs)``; with model arguments, a TypeError or ValueError is a user error.
+
+    The names are known and build without arguments, so what fails with them is the arguments:
+    an unknown keyword, or a value of the wrong kind (``num_classes=ten``).
+    """
     try:
         return build(**kwargs)
-    except TypeError as exc:
-        if not kwargs or "argument" not in str(exc):
+    except (TypeError, ValueError) as exc:
+        if not kwargs:
             raise
+        given = ", ".join(f"{key}={value!r}" for key, value in kwargs.items())
         raise ModelSpecError(
-            f"{spec} does not take --model-arg {', '.join(kwargs)}: {str(exc).splitlines()[0]}. "
-            "Pass only arguments its constructor takes."
+            f"{spec} cannot be built with --model-arg {given}: {str(exc).splitlines()[0]}. "
+            "Pass only arguments its constructor takes, with values of the right kind."
         ) from None
 
 
@@ -173,8 +178,8 @@ def _hf(path_or_type: str, kwargs: dict[str, Any]) -> Any:
                                  "folder written by save_pretrained().")
         config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
         _configure(f"hf:{path_or_type}", config, kwargs)
-        return transformers.AutoModel.from_pretrained(folder, config=config,
-                                                      local_files_only=True)
+        return _build(f"hf:{path_or_type}", lambda **_: transformers.AutoModel.from_pretrained(
+            folder, config=config, local_files_only=True), kwargs)
     if _looks_like_path(path_or_type):
         what = "is a file, not a folder" if os.path.exists(folder) else "does not exist"
         raise ModelSpecError(
@@ -196,7 +201,8 @@ def _hf(path_or_type: str, kwargs: dict[str, Any]) -> Any:
         if hasattr(config, key):
             setattr(config, key, value)
     _configure(f"hf:{path_or_type}", config, kwargs)
-    return transformers.AutoModel.from_config(config)
+    return _build(f"hf:{path_or_type}",
+                  lambda **_: transformers.AutoModel.from_config(config), kwargs)
 
 
 def _configure(spec: str, config: Any, kwargs: dict[str, Any]) -> None:
@@ -211,7 +217,12 @@ def _configure(spec: str, config: Any, kwargs: dict[str, Any]) -> None:
             + ". --model-arg sets configuration values the config already has."
         )
     for key, value in kwargs.items():
-        setattr(config, key, value)
+        try:
+            setattr(config, key, value)
+        except Exception as exc:  # noqa: BLE001 - configs validate values (strict dataclasses)
+            why = " ".join(str(exc).split())
+            raise ModelSpecError(f"{spec}: --model-arg {key}={value!r} does not fit its "
+                                 f"{type(config).__name__}: {why}.") from None
 
 
 def _factory(module_name: str, attr: str, kwargs: dict[str, Any]) -> Any:
