@@ -13,7 +13,7 @@ import frostline.core
 
 CORE = sorted(f"frostline.core.{m.name}" for m in pkgutil.iter_modules(frostline.core.__path__))
 MODULES = ["frostline", "frostline._api", "frostline._errors", "frostline.torch",
-           "frostline.cli._models", *CORE]
+           "frostline.cli._models", "frostline.cli._commands", *CORE]
 
 
 @pytest.mark.parametrize("module_name", MODULES)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from typing import Any
 
 from .._api import groups, summary
 from ..core.plan import FREEZE, UNFREEZE, Plan
 from ..core.recommend import SHIFTS, recommend
+from ..core.selectors import everything, path
 from ._models import SPEC_HELP, add_model_arg_option, model_from_args
 from ._output import echo, emit_json
 
@@ -29,6 +31,21 @@ def _group_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.tower is not None:
         options["tower"] = args.tower
     return options
+
+
+def _scoped(plan: Plan, scope: tuple[str, ...]) -> Plan:
+    """``plan`` with its ``freeze **`` limited to ``scope`` (the part the groups describe).
+
+    Example:
+        >>> print(_scoped(Plan.lock(2), ("visual",)))
+        Plan(freeze visual, unfreeze group:-2:; unlocked_groups=2)
+    """
+    if not scope:
+        return plan
+    part = path(*scope)
+    rules = tuple(replace(rule, selector=part) if rule.selector == everything() else rule
+                  for rule in plan.rules)
+    return replace(plan, rules=rules)
 
 
 def _lock(model: Any, unlocked_groups: int, args: argparse.Namespace) -> Plan:
@@ -172,8 +189,12 @@ def add_recommend(commands: Any) -> None:
 
 def run_recommend(args: argparse.Namespace) -> int:
     model = model_from_args(args)
-    rec = recommend(model, args.n_train, args.shift, new_head=not args.same_head,
-                    **_group_options(args))
+    options = _group_options(args)
+    rec = recommend(model, args.n_train, args.shift, new_head=not args.same_head, **options)
+    if options:
+        # The plan keeps the grouping it was made for, and freezes only the tower's part.
+        scope = groups(model, **options).scope
+        rec = replace(rec, plan=_scoped(rec.plan, scope).with_groups(**options))
     report = summary(model, rec.plan, **_group_options(args))
     if args.save:
         rec.plan.save(args.save)
