@@ -2,8 +2,9 @@
 
 * ``index.md`` is README.md, ``benchmarks.md`` is benchmarks/README.md (their links rewritten
   to the site's pages);
-* ``api.md`` documents every name in ``frostline.__all__``, grouped by the module it lives in, so
-  a public name added to the package appears in the reference without editing any page.
+* ``api.md`` documents every public name of ``frostline`` (``__all__`` and the names imported on
+  first use), grouped by the module it lives in, so a public name added to the package appears
+  in the reference without editing any page.
 """
 
 from __future__ import annotations
@@ -45,15 +46,21 @@ def _rewrite(text: str) -> str:
     return text
 
 
+def public_names() -> list[str]:
+    """``frostline.__all__`` and the names it imports on first use (those needing a framework)."""
+    import frostline
+
+    names = [n for n in frostline.__all__ if not n.startswith("__")]
+    return names + [n for n in getattr(frostline, "_LAZY", {}) if n not in names]
+
+
 def api_page() -> str:
     """The API reference page: one mkdocstrings entry per public name, by section."""
     import frostline
 
     lazy = getattr(frostline, "_LAZY", {})
     sections: dict[str, list[str]] = {title: [] for _, title in SECTIONS}
-    for name in frostline.__all__:
-        if name.startswith("__"):
-            continue
+    for name in public_names():
         module = lazy.get(name) or getattr(importlib.import_module("frostline"), name).__module__
         title = next((t for prefix, t in SECTIONS if module == prefix
                       or module.startswith(prefix + ".")), "Other")

@@ -6,10 +6,12 @@ import argparse
 from dataclasses import replace
 from typing import Any
 
-from .._api import groups, summary
+from .._report import Explanation, Summary
+from ..core.groups import Grouping
 from ..core.plan import FREEZE, UNFREEZE, Plan
 from ..core.recommend import SHIFTS, recommend
-from ..core.selectors import everything, path
+from ..core.resolve import resolve
+from ..core.selectors import Selector, path
 from ._models import SPEC_HELP, add_model_arg_option, model_from_args
 from ._output import echo, emit_json
 
@@ -25,34 +27,24 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
 
-def _group_options(args: argparse.Namespace) -> dict[str, Any]:
-    # Only options given on the command line: a loaded plan's own grouping options stay in force.
-    options: dict[str, Any] = {"coarse": True} if args.coarse else {}
-    if args.tower is not None:
-        options["tower"] = args.tower
-    return options
+def _grouping(args: argparse.Namespace) -> Grouping | None:
+    # Only options given on the command line: a loaded plan's own grouping stays in force.
+    if not args.coarse and args.tower is None:
+        return None
+    return Grouping(coarse=True if args.coarse else None, tower=args.tower)
 
 
-def _scoped(plan: Plan, scope: tuple[str, ...]) -> Plan:
-    """``plan`` with its ``freeze **`` limited to ``scope`` (the part the groups describe).
-
-    Example:
-        >>> print(_scoped(Plan.lock(2), ("visual",)))
-        Plan(freeze visual, unfreeze group:-2:; unlocked_groups=2)
-    """
-    if not scope:
-        return plan
-    part = path(*scope)
-    rules = tuple(replace(rule, selector=part) if rule.selector == everything() else rule
-                  for rule in plan.rules)
-    return replace(plan, rules=rules)
+def _scope(model: Any, args: argparse.Namespace) -> Selector | None:
+    """The part of the model the groups describe (a ``--tower``), or None for all of it."""
+    if args.tower is None:
+        return None
+    found = resolve(model, grouping=_grouping(args)).groups
+    return path(*found.scope) if found.scope else None
 
 
 def _lock(model: Any, unlocked_groups: int, args: argparse.Namespace) -> Plan:
-    """``lock(K)`` as a plan, scoped to the groups' part of the model (``--tower``)."""
-    options = _group_options(args)
-    scope = groups(model, **options).scope
-    return Plan.lock(unlocked_groups, within=scope).with_groups(**options)
+    """``lock(K)`` as a plan, scoped to the tower's part of the model with ``--tower``."""
+    return Plan.lock(unlocked_groups, scope=_scope(model, args))
 
 
 # --- inspect ------------------------------------------------------------------------------------
@@ -71,7 +63,7 @@ def add_inspect(commands: Any) -> None:
 def run_inspect(args: argparse.Namespace) -> int:
     model = model_from_args(args)
     plan = _lock(model, args.unlocked_groups, args) if args.unlocked_groups is not None else None
-    report = summary(model, plan, **_group_options(args))
+    report = Summary.of(resolve(model, plan, _grouping(args)))
     if args.json:
         emit_json({"model": args.model, "plan": plan.to_dict() if plan else None,
                    **report.to_dict()})
@@ -133,7 +125,7 @@ def _plan_from_args(model: Any, args: argparse.Namespace) -> Plan:
     plan = _lock(model, args.unlocked_groups, args) if args.unlocked_groups is not None else Plan()
     for action, selector in args.rules or []:
         plan = plan.freeze(selector) if action == FREEZE else plan.unfreeze(selector)
-    plan = plan.with_groups(**_group_options(args))
+    plan = plan.with_grouping(_grouping(args))
     return plan.with_bn(freeze_bn_stats=args.freeze_bn_stats or None,
                         train_bn=args.train_bn or None)
 
@@ -141,10 +133,10 @@ def _plan_from_args(model: Any, args: argparse.Namespace) -> Plan:
 def run_plan(args: argparse.Namespace) -> int:
     model = model_from_args(args)
     plan = _plan_from_args(model, args)
-    # mask_on validates: every rule matches, groups exist, tied weights agree (raises otherwise).
-    plan.mask_on(model, **_group_options(args))
-    explanation = plan.explain(model, buffers=args.buffers, **_group_options(args))
-    report = summary(model, plan, **_group_options(args))
+    # Resolving validates: every rule matches, groups exist, tied weights agree (else raises).
+    resolved = resolve(model, plan, _grouping(args))
+    explanation = Explanation.of(resolved, buffers=args.buffers)
+    report = Summary.of(resolved)
     if args.save:
         plan.save(args.save)
     if args.json:
@@ -189,13 +181,13 @@ def add_recommend(commands: Any) -> None:
 
 def run_recommend(args: argparse.Namespace) -> int:
     model = model_from_args(args)
-    options = _group_options(args)
-    rec = recommend(model, args.n_train, args.shift, new_head=not args.same_head, **options)
-    if options:
-        # The plan keeps the grouping it was made for, and freezes only the tower's part.
-        scope = groups(model, **options).scope
-        rec = replace(rec, plan=_scoped(rec.plan, scope).with_groups(**options))
-    report = summary(model, rec.plan, **_group_options(args))
+    rec = recommend(model, args.n_train, args.shift, new_head=not args.same_head,
+                    grouping=_grouping(args))
+    scope = _scope(model, args)
+    if scope is not None:
+        # With --tower the recommended plan decides that tower only, as a tower lock does.
+        rec = replace(rec, plan=rec.plan.within(scope))
+    report = Summary.of(resolve(model, rec.plan, _grouping(args)))
     if args.save:
         rec.plan.save(args.save)
     if args.json:

@@ -23,14 +23,14 @@ def build_groups(view: TreeView, members: Sequence[Sequence[str]], names: Sequen
                  scope: Sequence[str] = ()) -> Groups:
     """Assemble :class:`Groups` from lists of leaf names, adding aliases and module paths.
 
-    Aliases of a shared tensor join the group of its canonical name, so tied weights never
-    straddle two groups. Without ``names``, a group is named after what it holds: its module
-    (``blocks.3``), its modules joined by ``+`` (``blocks.11+norm``), or "stem" / "head" for the
-    several modules before / after the blocks. Names are unique: a repeated one gets ``#2``,
-    ``#3`` ... (and a note). ``scope``: see :class:`Groups`.
+    Aliases of a shared tensor join the group of its canonical name (listed in
+    ``Group.aliases``, not in ``leaf_names``), so tied weights never straddle two groups.
+    Without ``names``, a group is named after what it holds: its module (``blocks.3``), its
+    modules joined by ``+`` (``blocks.11+norm``), or "stem" / "head" for the several modules
+    before / after the blocks. Names are unique: a repeated one gets ``#2``, ``#3`` ... (and a
+    note). ``scope``: see :class:`Groups`.
     """
-    if names is None:
-        names = [None] * len(members)
+    given: Sequence[str | None] = names if names is not None else [None] * len(members)
     canonical = view.canonical
     by_canonical: dict[str, list[str]] = {}
     for leaf in view:
@@ -44,7 +44,7 @@ def build_groups(view: TreeView, members: Sequence[Sequence[str]], names: Sequen
     notes = list(notes)
     out: list[Group] = []
     taken: set[str] = set()
-    for index, (leaf_names, group_name) in enumerate(zip(members, names)):
+    for index, (leaf_names, group_name) in enumerate(zip(members, given)):
         full: dict[str, None] = {}
         for leaf_name in leaf_names:
             root = canonical.get(leaf_name, leaf_name)
@@ -59,12 +59,14 @@ def build_groups(view: TreeView, members: Sequence[Sequence[str]], names: Sequen
         ordered = tuple(sorted(full, key=lambda n: view[n].index if n in view else 0))
         modules = minimal_modules(ordered, owner_paths, module_leaves)
         name = _unique(group_name or _derived_name(modules, index, len(members)), taken, notes)
+        own = tuple(n for n in ordered if canonical.get(n, n) == n)
         out.append(Group(
             name=name,
             index=len(out),
-            leaf_names=ordered,
+            leaf_names=own,
             modules=modules,
-            parameter_names=tuple(n for n in ordered if n in view and view[n].kind == PARAM),
+            parameter_names=tuple(n for n in own if n in view and view[n].kind == PARAM),
+            aliases=tuple(n for n in ordered if canonical.get(n, n) != n),
         ))
     return Groups(tuple(out), source=source, notes=tuple(notes), unmatched=tuple(unmatched),
                   scope=tuple(scope))
