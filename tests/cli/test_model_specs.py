@@ -118,8 +118,8 @@ def test_open_clip_tower_option_gives_that_towers_groups_and_lock(cli):
     recommended = cli.json("recommend", "open_clip:ViT-S-32-alt", "--tower", "image",
                            "--n-train", "500", "--json")
     plan = fl.Plan.from_dict(recommended["plan"])
-    assert plan == fl.Plan.lock(2, freeze_bn_stats=True, within=("visual",)).with_groups(
-        tower="image")
+    assert plan == fl.Plan.lock(2, freeze_bn_stats=True, scope="visual").with_grouping(
+        fl.Grouping(tower="image"))
     fl.lock(model, 2, freeze_bn_stats=True, tower="image")
     assert recommended["summary"]["trainable"] == sum(
         p.numel() for p in model.parameters() if p.requires_grad)

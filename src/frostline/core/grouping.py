@@ -182,7 +182,8 @@ def groups_from_selectors(view: TreeView, selectors: Sequence[Selector | str],
         raise GroupError("an explicit grouping needs at least one selector.")
     if names is not None and len(names) != len(parsed):
         raise GroupError(f"got {len(names)} group names for {len(parsed)} selectors.")
-    repeated = sorted({n for n in names or () if list(names).count(n) > 1})
+    given = list(names or ())
+    repeated = sorted({n for n in given if given.count(n) > 1})
     if repeated:
         raise GroupError(f"group names must be unique, got {repeated} more than once; "
                          "give every group its own name (group:NAME selects by name).")
