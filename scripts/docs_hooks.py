@@ -74,6 +74,13 @@ def api_page() -> str:
     return "\n".join(lines)
 
 
+def on_page_markdown(markdown: str, page, config, files) -> str:
+    """Links from a top-level docs page to the README or the benchmarks go to their pages."""
+    if "/" in page.file.src_uri:
+        return markdown
+    return _rewrite(markdown)
+
+
 def on_files(files: Files, config) -> Files:
     pages = {
         "index.md": _rewrite((ROOT / "README.md").read_text(encoding="utf-8")),
