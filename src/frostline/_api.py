@@ -189,33 +189,42 @@ def _first_leaf(*parts: Any) -> Any:
     return None
 
 
-def snapshot(model: Any, plan: Plan | None = None, *, buffers: bool = False) -> Any:
+def snapshot(model: Any, plan: Plan | None = None, *, buffers: bool = True,
+             optimizer: Any = None) -> Any:
     """Fingerprint ``model`` now, so a later ``.check()`` proves frozen tensors did not move.
 
     Args:
         model: the model (PyTorch module, or a JAX model/pytree).
         plan: which leaves count as frozen (default: the model's current state).
-        buffers: also watch BatchNorm running statistics of BatchNorms whose parameters are frozen.
+        buffers: watch the running statistics of BatchNorms whose statistics are fixed or whose
+            parameters are frozen (``False``: parameters only).
+        optimizer: PyTorch: also require that the optimizer holds every trainable parameter
+            and no frozen one (checked now and at ``check()``).
 
     Returns:
         A snapshot object with ``check(model=None, *, require_trainable_moved=False)`` that
         raises :class:`GuardError` naming every frozen tensor that moved.
+
+    Raises:
+        GuardError: ``optimizer`` holds a frozen parameter or misses a trainable one.
     """
     backend = backend_for(model)
     if not hasattr(backend, "snapshot"):
         from ._errors import BackendError
 
         raise BackendError(f"the {backend.name} backend has no guard.")
-    return backend.snapshot(model, plan, buffers=buffers)
+    return backend.snapshot(model, plan, buffers=buffers, optimizer=optimizer)
 
 
 @contextlib.contextmanager
-def guard(model: Any, plan: Plan | None = None, *, buffers: bool = False,
-          require_trainable_moved: bool = False) -> Iterator[Any]:
+def guard(model: Any, plan: Plan | None = None, *, buffers: bool = True,
+          require_trainable_moved: bool = False, optimizer: Any = None) -> Iterator[Any]:
     """Raise :class:`GuardError` after the block if any frozen tensor of ``model`` moved.
 
     JAX models are immutable: hand the trained model to the yielded snapshot inside the block
     (``model = snap.update(new_model)``); Flax NNX modules change in place and need nothing.
+    Arguments as :func:`snapshot`; ``require_trainable_moved`` also requires every trainable
+    parameter to have moved.
 
     Example:
         >>> import torch, frostline as fl
@@ -224,6 +233,6 @@ def guard(model: Any, plan: Plan | None = None, *, buffers: bool = False,
         >>> with fl.guard(net):
         ...     net(torch.ones(1, 2)).sum().backward()
     """
-    snap = snapshot(model, plan, buffers=buffers)
+    snap = snapshot(model, plan, buffers=buffers, optimizer=optimizer)
     yield snap
     snap.check(require_trainable_moved=require_trainable_moved)

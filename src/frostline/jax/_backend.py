@@ -64,8 +64,8 @@ class JaxBackend:
         return join(trainable, frozen)
 
     def snapshot(self, model: Any, plan: Plan | Mask | None = None, *,
-                 buffers: bool = False) -> JaxSnapshot:
-        return snapshot(model, plan, buffers=buffers)
+                 buffers: bool = True, optimizer: Any = None) -> JaxSnapshot:
+        return snapshot(model, plan, buffers=buffers, optimizer=optimizer)
 
     def frozen_stats(self, model: Any) -> set[str]:
         return batchnorms_in_inference(model)

@@ -1,8 +1,10 @@
-"""The JAX guard: prove that frozen leaves did not move, from cheap on-device fingerprints.
+"""The JAX guard: prove that frozen leaves did not move, from fingerprints of their bytes.
 
-A fingerprint is two position-weighted 32-bit checksums of a leaf's raw bits, computed by one
-jitted reduction over all watched leaves where the arrays live; only 8 bytes per leaf come back
-to the host, and no copy of the model is kept. Any change of a single element changes both sums.
+A fingerprint is the XXH3-128 digest (``xxhash``) of a leaf's raw bytes, with its shape and
+dtype: a change of any number of elements leaves it the same with probability near 2**-128,
+and no copy of the model is kept (16 bytes per leaf). The bytes are hashed on the host, where
+arrays on the CPU are read in place; arrays on an accelerator are copied to the host once per
+snapshot and check.
 
 JAX models are immutable: a training step returns a new model. Give it to the snapshot, either
 as ``snap.check(new_model)`` or, inside ``fl.guard``, as ``model = snap.update(new_model)`` (the
@@ -12,12 +14,12 @@ guard checks the last model given when the block ends). Flax NNX modules change 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import xxhash
 
 from .._errors import GuardError, PlanError
 from ..core.leaves import BUFFER, PARAM, TreeView
@@ -27,46 +29,25 @@ from ..core.plan import Plan
 from ._mask import resolve_mask
 from ._models import arrays_of, is_nnx, view_of
 
-_MIX_A = np.uint32(2654435761)
-_MIX_B = np.uint32(2246822519)
 
-
-def _words(x: jax.Array) -> jax.Array:
-    """The raw bits of ``x`` as a flat uint32 vector."""
+def _host_bytes(x: Any) -> memoryview:
+    """The raw bytes of an array, on the host (no copy for a contiguous CPU array)."""
     if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
         x = jax.random.key_data(x)
-    if x.dtype == jnp.bool_:
-        x = x.astype(jnp.uint8)
-    if jnp.iscomplexobj(x):
-        x = jnp.stack([x.real, x.imag])
-    size = x.dtype.itemsize
-    if size >= 4:
-        return jax.lax.bitcast_convert_type(x, jnp.uint32).ravel()
-    narrow = jnp.uint16 if size == 2 else jnp.uint8
-    return jax.lax.bitcast_convert_type(x, narrow).astype(jnp.uint32).ravel()
+    data = np.ascontiguousarray(np.asarray(x))
+    return memoryview(data.reshape(-1).view(np.uint8))
 
 
-def _fingerprint(x: jax.Array) -> jax.Array:
-    words = _words(x)
-    index = jnp.arange(words.size, dtype=jnp.uint32)
-    odd_a = index * _MIX_A * np.uint32(2) + np.uint32(1)
-    odd_b = index * _MIX_B * np.uint32(2) + np.uint32(1)
-    mixed = words ^ (words >> np.uint32(15))
-    return jnp.stack([jnp.sum(words * odd_a, dtype=jnp.uint32),
-                      jnp.sum(mixed * odd_b, dtype=jnp.uint32)])
+def fingerprints(arrays: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], str, int]]:
+    """``name -> (shape, dtype, XXH3-128 of the bytes)`` for every array.
 
-
-@jax.jit
-def _fingerprints(arrays: Sequence[jax.Array]) -> list[jax.Array]:
-    return [_fingerprint(x) for x in arrays]
-
-
-def fingerprints(arrays: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], str, int, int]]:
-    """``name -> (shape, dtype, sum_a, sum_b)`` for every array, computed on its device."""
-    names = list(arrays)
-    sums = jax.device_get(_fingerprints([jnp.asarray(arrays[n]) for n in names]))
-    return {n: (tuple(np.shape(arrays[n])), str(arrays[n].dtype), int(s[0]), int(s[1]))
-            for n, s in zip(names, sums)}
+    Example:
+        >>> a = fingerprints({"w": jnp.array([1.0, 2.0])})["w"]
+        >>> a == fingerprints({"w": jnp.array([2.0, 1.0])})["w"], a[:2]
+        (False, ((2,), 'float32'))
+    """
+    return {n: (tuple(np.shape(x)), str(x.dtype), xxhash.xxh3_128_intdigest(_host_bytes(x)))
+            for n, x in arrays.items()}
 
 
 class JaxSnapshot:
@@ -79,12 +60,11 @@ class JaxSnapshot:
         trainable: names of the trainable parameters (for ``require_trainable_moved``).
     """
 
-    def __init__(self, model: Any, view: TreeView, mask: Mask, *, buffers: bool = False):
+    def __init__(self, model: Any, view: TreeView, mask: Mask, *, buffers: bool = True):
         trainable = {leaf.name for leaf in view if leaf.kind == PARAM and mask[leaf.name]}
         frozen = [leaf.name for leaf in view if leaf.kind == PARAM and not mask[leaf.name]]
-        if buffers:
-            frozen += _frozen_norm_buffers(view, mask)
-        self.frozen = tuple(frozen)
+        self._stats = tuple(_frozen_norm_buffers(view, mask)) if buffers else ()
+        self.frozen = (*frozen, *self._stats)
         self.trainable = tuple(n for n in view.names if n in trainable)
         self._mutable = is_nnx(model)
         self._model = model
@@ -129,12 +109,33 @@ class JaxSnapshot:
             model = self._model
         now = fingerprints(self._arrays(model))
         moved = [n for n in self.frozen if now[n] != self._prints[n]]
-        if moved:
+        recast = [n for n in moved if now[n][:2] != self._prints[n][:2]]
+        if recast:
+            changes = ", ".join(f"{n} ({self._prints[n][1]}{list(self._prints[n][0])} -> "
+                                f"{now[n][1]}{list(now[n][0])})" for n in recast)
             raise GuardError(
-                f"{len(moved)} frozen leaves moved: {', '.join(moved)}. They must not change: "
+                f"{len(recast)} frozen leaves changed dtype or shape since the snapshot: "
+                f"{changes}. A cast rounds every value: keep the frozen part in its dtype and "
+                "cast inside the model's call, or take the snapshot after the cast."
+            )
+        params = [n for n in moved if n not in self._stats]
+        stats = [n for n in moved if n in self._stats]
+        problems = []
+        if params:
+            problems.append(
+                f"{len(params)} frozen leaves moved: {', '.join(params)}. They must not change: "
                 "differentiate only the trainable part (fl.partition) and give the optimizer "
                 "only that part."
             )
+        if stats:
+            problems.append(
+                f"{len(stats)} BatchNorm statistics of frozen BatchNorms moved: "
+                f"{', '.join(stats)}. A BatchNorm in training mode updates them: keep frozen "
+                "BatchNorms in inference mode (fl.frozen_bn_inference), or pass buffers=False to "
+                "the guard if they are meant to adapt."
+            )
+        if problems:
+            raise GuardError(" ".join(problems))
         if require_trainable_moved:
             still = [n for n in self.trainable if now[n] == self._prints[n]]
             if still:
@@ -155,13 +156,22 @@ def _frozen_norm_buffers(view: TreeView, mask: Mask) -> list[str]:
             and params_frozen.get(leaf.module_path, False)]
 
 
-def snapshot(model: Any, plan: Plan | Mask | None, *, buffers: bool = False,
-             **group_options: Any) -> JaxSnapshot:
+def snapshot(model: Any, plan: Plan | Mask | None, *, buffers: bool = True,
+             optimizer: Any = None, **group_options: Any) -> JaxSnapshot:
     """Fingerprint ``model`` under ``plan`` (see :class:`JaxSnapshot`).
+
+    ``buffers`` (default) also watches the statistics of BatchNorms whose parameters are all
+    frozen.
 
     Raises:
         PlanError: no plan was given (JAX models carry no trainable flags of their own).
+        GuardError: an optimizer was given (an optax optimizer holds no parameters to check).
     """
+    if optimizer is not None:
+        raise GuardError(
+            "the JAX guard takes no optimizer=: an optax optimizer holds no parameters. Give "
+            "it only the trainable half from fl.partition, and the frozen leaves can't move."
+        )
     if plan is None:
         raise PlanError(
             "JAX models carry no trainable flags, so the guard needs the plan (or mask) that "

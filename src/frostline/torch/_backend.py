@@ -49,8 +49,9 @@ class TorchBackend:
     def combine(self, trainable: dict[str, Any], frozen: dict[str, Any]) -> dict[str, Any]:
         return combine_parts(trainable, frozen)
 
-    def snapshot(self, model: nn.Module, plan: Any = None, *, buffers: bool = False) -> Snapshot:
-        return take_snapshot(_require_module(model), plan, buffers=buffers)
+    def snapshot(self, model: nn.Module, plan: Any = None, *, buffers: bool = True,
+                 optimizer: Any = None) -> Snapshot:
+        return take_snapshot(_require_module(model), plan, buffers=buffers, optimizer=optimizer)
 
 
 def _require_module(model: Any) -> nn.Module:
