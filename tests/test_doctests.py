@@ -12,7 +12,9 @@ import pytest
 import frostline.core
 
 CORE = sorted(f"frostline.core.{m.name}" for m in pkgutil.iter_modules(frostline.core.__path__))
-MODULES = ["frostline", "frostline._api", "frostline._errors", "frostline.torch", *CORE]
+GUARD = ["frostline.torch._fingerprint", "frostline.torch._diagnose",
+         "frostline.torch._optimizer_check"]
+MODULES = ["frostline", "frostline._api", "frostline._errors", "frostline.torch", *GUARD, *CORE]
 
 
 @pytest.mark.parametrize("module_name", MODULES)

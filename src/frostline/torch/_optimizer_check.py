@@ -11,7 +11,7 @@ Example:
     >>> net = torch.nn.Linear(2, 2)
     >>> _ = net.bias.requires_grad_(False)
     >>> optimizer_problems(net, torch.optim.SGD(net.parameters(), lr=0.1), ["bias"],
-    ...                    ["weight"])[0][:46]
+    ...                    ["weight"])[0][:48]
     "1 frozen parameters are in the optimizer: 'bias'"
 """
 
