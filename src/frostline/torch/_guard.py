@@ -64,10 +64,10 @@ class Snapshot:
         out = {n for n, (dtype, shape) in self.layout.items()
                if (tensors[n].dtype, tuple(tensors[n].shape)) != (dtype, shape)}
         for device, (names, before) in self.prints.items():
-            same = [n for n in names if n not in out]
+            rows = [row for row, n in enumerate(names) if n not in out]
+            same = [names[row] for row in rows]
             # Fingerprints differ by device type: compare a moved model on the snapshot's device.
             after = fingerprints([tensors[n].to(device) for n in same])
-            rows = [names.index(n) for n in same]
             changed = (after != before[rows]).any(dim=1).tolist()
             out.update(n for n, c in zip(same, changed) if c)
         return out
