@@ -1,4 +1,4 @@
-"""The JAX guard: fingerprints taken on device name every frozen leaf that moved."""
+"""The JAX guard: fingerprints of the bytes name every frozen leaf that moved."""
 
 from __future__ import annotations
 
