@@ -38,6 +38,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import accumulate
 
 import torch
 import xxhash
@@ -109,20 +110,25 @@ def device_fingerprints(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
 
 def _add_bucket(sums: torch.Tensor, bucket: list[tuple[int, int, torch.Tensor]], size: int,
                 device: torch.device) -> None:
-    """Add the mixed keys of one bucket's words to their tensors' sums (in place)."""
-    lengths = torch.tensor([words.numel() for *_, words in bucket], device=device)
-    starts = torch.tensor([sum(w.numel() for *_, w in bucket[:k]) for k in range(len(bucket))],
-                          device=device)
-    offsets = torch.tensor([offset for _, offset, _ in bucket], device=device)
-    rows = torch.tensor([row for row, _, _ in bucket], device=device)
+    """Add the mixed keys of one bucket's words to their tensors' sums (in place).
+
+    Pieces are consecutive ranges of the bucket, so each piece's sum is read off one prefix sum
+    (no atomics, deterministic); only the few piece sums are then added to their rows.
+    """
+    lengths = [words.numel() for *_, words in bucket]
+    ends = list(accumulate(lengths))
+    shift = [offset - (end - length) for (_, offset, _), end, length in zip(bucket, ends, lengths)]
     words = torch.cat([w.to(torch.int64) for *_, w in bucket]) & _LOW32
     # Position of each word in its own tensor: its place in the bucket, moved by the piece offset.
     position = torch.arange(size, device=device) + torch.repeat_interleave(
-        offsets - starts, lengths, output_size=size)
+        torch.tensor(shift, device=device), torch.tensor(lengths, device=device),
+        output_size=size)
     keys = (position << 32) | words
-    owner = torch.repeat_interleave(rows, lengths, output_size=size)
-    for lane, (seed, shifts, multipliers) in enumerate(_MIXERS):
-        sums[lane].index_add_(0, owner, _mix(keys + _signed(seed), shifts, multipliers))
+    mixed = torch.stack([_mix(keys + _signed(seed), shifts, multipliers)
+                         for seed, shifts, multipliers in _MIXERS])
+    at_end = mixed.cumsum(1)[:, torch.tensor(ends, device=device) - 1]
+    pieces = at_end - torch.nn.functional.pad(at_end[:, :-1], (1, 0))
+    sums.index_add_(1, torch.tensor([row for row, _, _ in bucket], device=device), pieces)
 
 
 def _mix(x: torch.Tensor, shifts: tuple[int, int, int], multipliers: tuple[int, int]) -> torch.Tensor:

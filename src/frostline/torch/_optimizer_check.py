@@ -4,7 +4,9 @@ The recurring real failures sit in the optimizer, not in ``requires_grad``: a fr
 left in it (the optimizer was built before freezing) moves as soon as its gradient is a tensor
 of zeros, because weight decay and momentum act on it; a parameter thawed after the optimizer
 was built is in no param group and never trains. Parameters are matched by identity, the way
-the optimizer holds them.
+the optimizer holds them. The check is strict: :class:`frostline.Unfreezer` keeps re-frozen
+parameters in the optimizer on purpose (with no gradient, so their state survives a later
+thaw), so guard such a run without ``optimizer=``.
 
 Example:
     >>> import torch
@@ -50,7 +52,8 @@ def optimizer_problems(model: nn.Module, optimizer: Any, frozen: Iterable[str],
             "optimizer steps every parameter whose .grad is a tensor, and a gradient of zeros "
             "(zero_grad(set_to_none=False), or one left from before freezing) lets weight "
             "decay and momentum move it. Build the optimizer after freezing from "
-            "fl.param_groups(model, ...) or fl.trainable_parameters(model)."
+            "fl.param_groups(model, ...) or fl.trainable_parameters(model) (fl.Unfreezer keeps "
+            "re-frozen parameters on purpose: guard its runs without optimizer=)."
         )
     if missing:
         problems.append(
