@@ -165,3 +165,23 @@ def test_a_dtype_cast_of_frozen_leaves_is_named_as_a_cast():
 def test_the_jax_guard_refuses_an_optimizer_argument():
     with pytest.raises(fl.GuardError, match="takes no optimizer"):
         fl.snapshot(eqx_net(), fl.Plan.lock(1), optimizer=optax.adam(1e-3))
+
+
+def test_rounding_frozen_leaves_through_bfloat16_is_named_as_precision_loss():
+    frozen = jax.random.normal(jax.random.key(0), (16,))
+    snap = fl.snapshot({"frozen": frozen, "head": jnp.ones(2)}, fl.Plan().freeze("frozen"))
+    rounded = frozen.astype(jnp.bfloat16).astype(jnp.float32)
+    with pytest.raises(fl.GuardError, match=r"1 frozen leaves moved, and every value now fits a "
+                                            r"lower precision: frozen \(bfloat16\)"):
+        snap.check({"frozen": rounded, "head": jnp.ones(2)})
+
+
+def test_bfloat16_updates_rounded_away_are_named_as_precision_loss():
+    head = jnp.full(4, 1.0, jnp.bfloat16)
+    tree = {"frozen": jnp.zeros(2), "head": head}
+    snap = fl.snapshot(tree, fl.Plan().freeze("frozen"))
+    updated = {"frozen": tree["frozen"], "head": head + jnp.bfloat16(1e-4)}
+    assert bool(jnp.array_equal(updated["head"], head))
+    with pytest.raises(fl.GuardError, match=r"1 trainable parameters did not move: head\. .* 1 of "
+                                            r"them are bfloat16: .*precision loss"):
+        snap.check(updated, require_trainable_moved=True)

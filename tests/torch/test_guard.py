@@ -250,3 +250,15 @@ def test_bfloat16_updates_swallowed_by_rounding_are_named_as_precision_loss():
             model(torch.randn(4, 8, dtype=torch.bfloat16)).square().sum().backward()
             optimizer.step()
     assert model[1].weight.grad.count_nonzero() > 0
+
+
+def test_round_values_that_fit_bfloat16_are_not_taken_for_rounding():
+    layer = nn.Linear(16, 16).requires_grad_(False)
+    with torch.no_grad():
+        layer.weight.zero_()
+    snap = fl.snapshot(layer)
+    with torch.no_grad():
+        layer.weight[3, 4] = 1.0
+    with pytest.raises(fl.GuardError, match=r"^1 frozen parameters moved: 'weight'\. A frozen "
+                                            r"parameter moves when it still gets a gradient"):
+        snap.check()

@@ -107,7 +107,8 @@ class JaxSnapshot:
                     "inside the fl.guard block."
                 )
             model = self._model
-        now = fingerprints(self._arrays(model))
+        arrays = self._arrays(model)
+        now = fingerprints(arrays)
         moved = [n for n in self.frozen if now[n] != self._prints[n]]
         recast = [n for n in moved if now[n][:2] != self._prints[n][:2]]
         if recast:
@@ -118,9 +119,19 @@ class JaxSnapshot:
                 f"{changes}. A cast rounds every value: keep the frozen part in its dtype and "
                 "cast inside the model's call, or take the snapshot after the cast."
             )
-        params = [n for n in moved if n not in self._stats]
+        rounded = {n: low for n in moved if n not in self._stats
+                   for low in [_fits_lower_precision(arrays[n])] if low is not None}
+        params = [n for n in moved if n not in self._stats and n not in rounded]
         stats = [n for n in moved if n in self._stats]
         problems = []
+        if rounded:
+            problems.append(
+                f"{len(rounded)} frozen leaves moved, and every value now fits a lower precision: "
+                f"{', '.join(f'{n} ({low})' for n, low in rounded.items())}. They were rounded "
+                "through it and back (a cast to bfloat16/float16 and back, or weights loaded "
+                "from a low-precision copy), not trained: keep full-precision weights and cast "
+                "inside the model's call."
+            )
         if params:
             problems.append(
                 f"{len(params)} frozen leaves moved: {', '.join(params)}. They must not change: "
@@ -138,11 +149,36 @@ class JaxSnapshot:
             raise GuardError(" ".join(problems))
         if require_trainable_moved:
             still = [n for n in self.trainable if now[n] == self._prints[n]]
+            low = [n for n in still if now[n][1] in _LOW]
             if still:
                 raise GuardError(
                     f"{len(still)} trainable parameters did not move: {', '.join(still)}. "
                     "Check that the optimizer receives them and that their gradient is not zero."
+                    + (f" {len(low)} of them are {'/'.join(sorted({now[n][1] for n in low}))}: "
+                       "an update below half the spacing of representable values around a "
+                       "weight is rounded away (precision loss); keep float32 weights and cast "
+                       "inside the model's call." if low else "")
                 )
+
+
+_LOW = ("bfloat16", "float16")
+_MIN_ROUNDED = 8
+
+
+def _fits_lower_precision(x: Any) -> str | None:
+    """The lower precision every value of a float array fits exactly, if any.
+
+    Only for arrays of at least ``_MIN_ROUNDED`` distinct values: a few round values (zeros,
+    ones, small integers) fit any precision without having been rounded.
+    """
+    if not jnp.issubdtype(x.dtype, jnp.floating) or str(x.dtype) in _LOW:
+        return None
+    if np.unique(np.asarray(x)).size < _MIN_ROUNDED:
+        return None
+    for low in _LOW:
+        if bool(jnp.array_equal(x.astype(low).astype(x.dtype), x)):
+            return low
+    return None
 
 
 def _frozen_norm_buffers(view: TreeView, mask: Mask) -> list[str]:

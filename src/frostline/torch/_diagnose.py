@@ -5,8 +5,9 @@ cause the tensors themselves point to:
 
 * a frozen tensor whose dtype or shape changed was cast or replaced, not trained;
 * a frozen floating tensor that moved and whose every value now fits a lower precision exactly
-  (bfloat16 or float16, checked on at least ``_MIN_ROUNDED`` elements, so an accident is
-  below 2**-64) was rounded through that precision;
+  (bfloat16 or float16; only checked with at least ``_MIN_ROUNDED`` distinct values, so that
+  neither a few round values nor an accident, below 2**-100, pass for it) was rounded through
+  that precision;
 * running statistics move when a BatchNorm runs in training mode;
 * any other frozen parameter got an update from a gradient of zeros (weight decay, momentum);
 * a trainable low-precision parameter with a non-zero gradient that did not move lost its
@@ -115,10 +116,16 @@ def listing(names: list[str], note: Callable[[str], str] | None = None, limit: i
 
 
 def _fits_lower_precision(tensor: torch.Tensor) -> torch.dtype | None:
-    """The lower precision every value of a float tensor fits exactly, if any."""
-    if not tensor.is_floating_point() or tensor.dtype in _LOW or tensor.numel() < _MIN_ROUNDED:
+    """The lower precision every value of a float tensor fits exactly, if any.
+
+    Only for tensors of at least ``_MIN_ROUNDED`` distinct values: a few round values (zeros,
+    ones, small integers) fit any precision without having been rounded.
+    """
+    if not tensor.is_floating_point() or tensor.dtype in _LOW:
         return None
     data = tensor.detach()
+    if torch.unique(data).numel() < _MIN_ROUNDED:
+        return None
     for low in _LOW:
         if torch.equal(data.to(low).to(data.dtype), data):
             return low
