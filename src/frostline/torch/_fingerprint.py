@@ -8,15 +8,17 @@ payloads count).
   10 GB/s on one core (several times faster than ``zlib.crc32``, which it replaces). A change of
   any number of elements, anywhere, leaves the digest the same with probability near 2**-128;
   nothing about the change (neighbours, swaps, sign bits) makes that more likely.
-* On accelerators, a fused hash computed by a few element-wise kernels per bucket of about 4M
-  words, so no tensor leaves the device: the bytes are read as 32-bit words ``w`` (narrower
+* On accelerators, a hash computed where the tensors live (no tensor leaves the device), by
+  about 30 element-wise kernels and one prefix sum per bucket of about 4M words (not fused yet:
+  see benchmarks/README.md): the bytes are read as 32-bit words ``w`` (narrower
   elements one word each), each word is tagged with its position ``i`` *within its tensor*
   (``key = i * 2**32 + w``, distinct for every position/value pair), each key goes through two
   different 64-bit bijective mixers (the SplitMix64 / MurmurHash3 finaliser: xor-shift,
   multiply, xor-shift, multiply, xor-shift) and the mixed keys are summed modulo 2**64, one sum
   per mixer. Sums are exact and independent of summation order, so pieces and buckets can be
   reduced in any order; a change replaces the mixed keys of the changed positions by unrelated
-  pseudo-random ones, which leave both sums unchanged with probability near 2**-128. Unlike a
+  pseudo-random ones, which leave both sums unchanged with probability near 2**-128 (a heuristic
+  bound, as for any non-cryptographic hash). Unlike a
   plain and a position-weighted sum (the previous accelerator fingerprint), the hash has no null
   space: ``+1, -2, +1`` ulp on neighbours or a ``1.0 <-> 2.0`` swap change it like any other
   change. Tensors over ``_CHUNK`` words are cut into pieces; each piece carries its *offset* in
