@@ -21,13 +21,11 @@ import jax.numpy as jnp
 import numpy as np
 import xxhash
 
-from .._errors import GuardError, PlanError
+from .._errors import GuardError
 from ..core.leaves import BUFFER, PARAM, TreeView
 from ..core.mask import Mask
 from ..core.norms import is_batchnorm
-from ..core.plan import Plan
-from ._mask import resolve_mask
-from ._models import arrays_of, is_nnx, view_of
+from ._models import arrays_of, is_nnx
 
 
 def _host_bytes(x: Any) -> memoryview:
@@ -190,29 +188,3 @@ def _frozen_norm_buffers(view: TreeView, mask: Mask) -> list[str]:
             params_frozen[path] = params_frozen.get(path, True) and not mask[leaf.name]
     return [leaf.name for leaf in view if leaf.kind == BUFFER
             and params_frozen.get(leaf.module_path, False)]
-
-
-def snapshot(model: Any, plan: Plan | Mask | None, *, buffers: bool = True,
-             optimizer: Any = None, **group_options: Any) -> JaxSnapshot:
-    """Fingerprint ``model`` under ``plan`` (see :class:`JaxSnapshot`).
-
-    ``buffers`` (default) also watches the statistics of BatchNorms whose parameters are all
-    frozen.
-
-    Raises:
-        PlanError: no plan was given (JAX models carry no trainable flags of their own).
-        GuardError: an optimizer was given (an optax optimizer holds no parameters to check).
-    """
-    if optimizer is not None:
-        raise GuardError(
-            "the JAX guard takes no optimizer=: an optax optimizer holds no parameters. Give "
-            "it only the trainable half from fl.partition, and the frozen leaves can't move."
-        )
-    if plan is None:
-        raise PlanError(
-            "JAX models carry no trainable flags, so the guard needs the plan (or mask) that "
-            "says what is frozen: fl.snapshot(model, plan) / fl.guard(model, plan)."
-        )
-    view = view_of(model)
-    return JaxSnapshot(model, view, resolve_mask(model, plan, view, **group_options),
-                       buffers=buffers)

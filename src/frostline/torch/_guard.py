@@ -18,18 +18,20 @@ A snapshot costs 16 bytes per tensor on its device (plus names, dtypes and shape
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from .._errors import GuardError
-from ..core.plan import Plan
-from ._batchnorm import frozen_stat_modules, is_batchnorm_module
+from ._batchnorm import is_batchnorm_module
 from ._diagnose import STATS, frozen_moved_problems, listing, unmoved_problems
 from ._fingerprint import device_fingerprints, fingerprint, fingerprints
 from ._optimizer_check import optimizer_problems
 from ._view import named_tensors
+
+if TYPE_CHECKING:
+    from ..core.resolve import Resolved
 
 __all__ = ["Snapshot", "take_snapshot", "fingerprint", "fingerprints", "device_fingerprints"]
 
@@ -118,13 +120,14 @@ class Snapshot:
         return sum(t.numel() * t.element_size() for _, t in self.prints.values())
 
 
-def take_snapshot(model: nn.Module, plan: Plan | None = None, *, buffers: bool = True,
+def take_snapshot(model: nn.Module, resolved: Resolved, *, buffers: bool = True,
                   optimizer: Any = None) -> Snapshot:
     """Fingerprint the frozen (and trainable) tensors of ``model``.
 
     Args:
-        model: the model.
-        plan: which parameters count as frozen (default: ``requires_grad`` right now).
+        model: the model (``resolved.model``).
+        resolved: which parameters count as frozen (``fl.resolve(model, plan)``; without a plan,
+            ``requires_grad`` right now) and which BatchNorms have fixed statistics.
         buffers: watch the running statistics of every BatchNorm whose statistics are fixed or
             whose parameters are all frozen, whether or not frostline fixed those statistics:
             that catches the statistics a ``model.train()`` updates (the classic freezing bug).
@@ -139,13 +142,8 @@ def take_snapshot(model: nn.Module, plan: Plan | None = None, *, buffers: bool =
         GuardError: the optimizer holds a frozen parameter or misses a trainable one.
     """
     params = dict(model.named_parameters())
-    if plan is None:
-        trainable = {n for n, p in params.items() if p.requires_grad}
-        frozen_stats = frozen_stat_modules(model)
-    else:
-        mask = plan.mask_on(model)
-        trainable = {n for n, t in mask if t and n in params}
-        frozen_stats = set(mask.frozen_stats)
+    trainable = set(resolved.trainable_names()) & set(params)
+    frozen_stats = set(resolved.frozen_stats)
     frozen = [n for n in params if n not in trainable]
     if buffers:
         frozen += _watched_stats(model, trainable, frozen_stats)
