@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # (module prefix, section title): the first prefix that fits a name's module wins.
 SECTIONS = [
     ("frostline._api", "Functions on any model"),
+    ("frostline.core.resolve", "Functions on any model"),
     ("frostline.core.plan", "Plans"),
     ("frostline.core.selectors", "Selectors"),
     ("frostline.core.parser", "Selectors"),
