@@ -5,7 +5,7 @@ same code on it and on the working tree, in alternating subprocesses (so a slow 
 machine hits both), median over rounds:
 
 * ``fl.lock(model, 2)`` on an 80-layer Llama on the meta device, and on a synthetic meta-device
-  model with 10,002 tensors;
+  model with 10,006 tensors;
 * a training step (forward, backward, AdamW) of a 12-block timm ViT after ``fl.lock(model, 2)``.
 
 Run: ``.venv/bin/python benchmarks/bench_revisions.py --base 6f5a118 [--rounds 5]``.
