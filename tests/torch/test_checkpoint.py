@@ -262,6 +262,79 @@ def test_damaged_metadata_is_refused_before_the_model_is_touched(tmp_path, key, 
     assert _same_state(_state(fresh), before)
 
 
+def _rewrite(source: pathlib.Path, target: pathlib.Path, **extra: torch.Tensor) -> None:
+    """Copy a checkpoint with its metadata, adding tensors (a file edited by hand)."""
+    from safetensors.torch import save_file
+
+    keys, meta = _stored(source)
+    with safe_open(os.fspath(source), framework="pt") as handle:
+        tensors = {k: handle.get_tensor(k) for k in keys}
+    save_file({**tensors, **extra}, target, metadata=meta)
+
+
+@pytest.mark.parametrize("extra", [
+    {"0.weight": torch.full((4, 3, 3, 3), 7.0)},  # a frozen parameter
+    {"1.running_mean": torch.full((4,), 7.0)},  # statistics the plan fixes
+    {"7.weight": torch.zeros(3, 64), "0.bias": torch.ones(4), "1.weight": torch.ones(4)},
+])
+def test_file_holding_frozen_tensors_is_refused_naming_them_and_the_base_is_untouched(
+        tmp_path, extra):
+    model = _conv_net()
+    LAST_TWO.with_bn(freeze_bn_stats=True).apply(model)
+    _train(model)
+    fl.save_trainable(model, tmp_path / "ck.safetensors")
+    _rewrite(tmp_path / "ck.safetensors", tmp_path / "edited.safetensors", **extra)
+    fresh = _conv_net()
+    before = _state(fresh)
+    frozen = sorted((n for n in extra if n != "7.weight"), key=list(before).index)
+    named = ", ".join(f"'{n}'" for n in frozen)
+    with pytest.raises(fl.CheckpointError, match=rf"holds {len(frozen)} tensors that are frozen "
+                       rf"under its own plan \({named}\); loading them would overwrite"):
+        fl.load_trainable(fresh, tmp_path / "edited.safetensors")
+    assert _same_state(_state(fresh), before)
+    # Without the base check the extras are refused all the same.
+    with pytest.raises(fl.CheckpointError, match="frozen under its own plan"):
+        fl.load_trainable(fresh, tmp_path / "edited.safetensors", check_base=False)
+    assert _same_state(_state(fresh), before)
+
+
+def test_file_without_a_plan_holding_a_frozen_tensor_is_refused(tmp_path):
+    model = _conv_net()
+    for name, param in model.named_parameters():
+        param.requires_grad_(name.startswith("7."))
+    fl.save_trainable(model, tmp_path / "ck.safetensors")
+    _rewrite(tmp_path / "ck.safetensors", tmp_path / "edited.safetensors",
+             **{"3.weight": torch.zeros(4, 4, 3, 3)})
+    fresh = _conv_net()
+    with pytest.raises(fl.CheckpointError, match=r"1 tensors that are frozen.*\('3\.weight'\)"):
+        fl.load_trainable(fresh, tmp_path / "edited.safetensors")
+    assert not torch.equal(fresh[3].weight, torch.zeros(4, 4, 3, 3))
+
+
+def test_updating_bn_stats_of_a_frozen_bn_are_accepted(tmp_path):
+    model = _conv_net()
+    LAST_TWO.apply(model)  # BatchNorm 1 is frozen, but its statistics still update
+    _train(model)
+    fl.save_trainable(model, tmp_path / "ck.safetensors")
+    fresh = _conv_net()
+    info = fl.load_trainable(fresh, tmp_path / "ck.safetensors")
+    assert "1.running_mean" in info.tensors
+    assert torch.equal(fresh[1].running_mean, model[1].running_mean)
+
+
+def test_base_with_other_frozen_bn_statistics_is_refused(tmp_path):
+    model = _conv_net()
+    LAST_TWO.with_bn(freeze_bn_stats=True).apply(model)
+    _train(model)
+    fl.save_trainable(model, tmp_path / "ck.safetensors")
+    other = _conv_net()
+    with torch.no_grad():
+        other[1].running_var.add_(0.5)  # same weights, other fixed statistics
+    with pytest.raises(fl.CheckpointError, match=r"other frozen weights: 1 frozen tensors.*"
+                       r"\('1\.running_var'\)"):
+        fl.load_trainable(other, tmp_path / "ck.safetensors")
+
+
 def test_missing_file_is_a_checkpoint_error(tmp_path):
     with pytest.raises(fl.CheckpointError, match="no checkpoint at"):
         fl.load_trainable(_conv_net(), tmp_path / "nope.safetensors")

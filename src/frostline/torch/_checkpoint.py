@@ -38,7 +38,7 @@ from torch import nn
 from .._errors import CheckpointError, FrostlineError, PlanError
 from ..core.leaves import PARAM, TreeView
 from ..core.mask import Mask
-from ..core.norms import STAT_NAMES
+from ..core.norms import STAT_NAMES, is_batchnorm
 from ..core.plan import Plan
 from ._apply import PLAN_ATTRIBUTE, apply_mask
 from ._batchnorm import frozen_stat_modules, is_batchnorm_module, stats_frozen
@@ -136,10 +136,19 @@ def load_trainable(model: nn.Module, path: str | os.PathLike[str], strict: bool 
     """Restore a checkpoint written by :func:`save_trainable` onto a freshly loaded base model.
 
     Everything is checked before the model is touched: the architecture and the frozen
-    weights must be those the checkpoint was trained on (``check_base``), and every stored
-    tensor must fit. Then the stored tensors are copied in and the stored plan is re-applied
-    (else the stored trainable state), so ``requires_grad`` and frozen BatchNorm statistics are
-    as they were when saving.
+    weights must be those the checkpoint was trained on (``check_base``), every stored tensor
+    must fit, and the file may hold only what trains under its own plan (else its stored
+    trainable state): trainable parameters and the running statistics of BatchNorms whose
+    statistics are not fixed. A file that also holds a frozen tensor is refused, naming it, so
+    loading never replaces a frozen base value. Then the stored tensors are copied in and the
+    stored plan is re-applied, so ``requires_grad`` and frozen BatchNorm statistics are as they
+    were when saving.
+
+    The base check guards against accidents: the wrong base model, other pretrained weights,
+    other frozen BatchNorm statistics, a re-quantised base. The digests are plain content
+    hashes stored in the file itself, not a signature: someone who can edit the file can edit
+    them too. Verify where a checkpoint comes from (a checksum or signature of the whole file
+    from its source) when that matters.
 
     Args:
         model: the base model, unsharded (DDP and ``torch.compile`` wrappers are unwrapped).
@@ -156,7 +165,8 @@ def load_trainable(model: nn.Module, path: str | os.PathLike[str], strict: bool 
 
     Raises:
         CheckpointError: the file is not a frostline checkpoint, the base differs (the message
-            names the tensors, shapes or dtypes that differ), or a tensor does not fit.
+            names the tensors, shapes or dtypes that differ), a tensor does not fit, or the
+            file holds tensors that are frozen under its plan (named in the message).
     """
     model = _unwrap(model)
     path = os.fspath(path)
@@ -175,6 +185,7 @@ def load_trainable(model: nn.Module, path: str | os.PathLike[str], strict: bool 
     loaded, skipped = _match_tensors(payload, tensors, strict, path)
     plan = meta["plan"]
     mask = _mask_to_restore(model, view, plan, meta["state"], strict, group_options, path)
+    _refuse_untrained(loaded, view, mask, path)
     with torch.no_grad():
         for name in loaded:
             tensors[name].copy_(payload[name])
@@ -509,6 +520,24 @@ def _mask_to_restore(model: nn.Module, view: TreeView, plan: Plan | None, state:
             "strict=False to apply the plan as it evaluates now."
         )
     return mask
+
+
+def _refuse_untrained(loaded: list[str], view: TreeView, mask: Mask, path: str) -> None:
+    """Refuse stored tensors that do not train under ``mask``: copying them would overwrite
+    frozen base values (a file edited by hand, or written by other tools)."""
+    trainable = set(_effective_trainable(view, mask))
+    fixed = set(mask.frozen_stats)
+    allowed = {leaf.name for leaf in view if leaf.name in trainable or (
+        leaf.kind != PARAM and leaf.path[-1] in STAT_NAMES and leaf.owners
+        and is_batchnorm(leaf.owners[-1]) and leaf.module_path not in fixed)}
+    extra = [name for name in loaded if name not in allowed]
+    if extra:
+        raise CheckpointError(
+            f"{path!r} holds {len(extra)} tensors that are frozen under its own plan "
+            f"({_few(extra)}); loading them would overwrite frozen base values. A checkpoint "
+            "holds only trainable parameters and the statistics of BatchNorms that still "
+            "update: write it with fl.save_trainable, or remove those tensors from the file."
+        )
 
 
 def _hashable(value: Any) -> Any:
