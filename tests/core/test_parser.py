@@ -123,3 +123,25 @@ def test_group_keys_print_and_parse_back_unchanged(key):
 def test_a_quoted_group_value_is_a_name_even_if_it_looks_like_an_index():
     assert fl.parse('group:"2"') == fl.group("2")
     assert fl.parse("group:2") == fl.group(2)
+
+
+@pytest.mark.parametrize("text", ["(" * 330 + "a" + ")" * 330, "!" * 330 + "a",
+                                  "(!" * 2000 + "a" + ")" * 2000])
+def test_deep_nesting_is_a_syntax_error_not_a_recursion_error(text):
+    with pytest.raises(fl.SelectorSyntaxError, match="at most 100 nested parentheses and '!'"):
+        fl.parse(text)
+
+
+def test_nesting_up_to_the_limit_parses():
+    assert fl.parse("!" * 100 + "a").to_string() == "!" * 100 + "a"
+    assert fl.parse("(" * 100 + "a" + ")" * 100).to_string() == "a"
+
+
+def test_syntax_error_in_a_long_selector_shows_a_window_with_the_caret():
+    text = "a | " * 5000 + "b &"
+    with pytest.raises(fl.SelectorSyntaxError) as caught:
+        fl.parse(text)
+    message = str(caught.value)
+    assert len(message) < 500
+    line, caret = message.split("\n")[1:3]
+    assert line.startswith("  ...") and caret.index("^") == len(line)

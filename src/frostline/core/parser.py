@@ -23,10 +23,15 @@ from __future__ import annotations
 
 from .._errors import SelectorError, SelectorSyntaxError
 from . import selectors as s
+from ._patterns import shorten
 
 PREFIXES = ("name", "path", "re", "type", "class", "group", "kind")
 _OPERATORS = "&|!()"
 _QUOTES = {'"': '"', "'": "'", "/": "/"}
+# Nesting of parentheses and '!' allowed in one selector: deeper text is refused with a
+# SelectorSyntaxError long before Python's recursion limit.
+MAX_DEPTH = 100
+_WINDOW = 60
 
 
 def parse(text: str) -> s.Selector:
@@ -51,12 +56,18 @@ class _Parser:
     def __init__(self, text: str):
         self.text = text
         self.pos = 0
+        self.depth = 0
 
     def fail(self, expected: str, found: str) -> None:
-        caret = " " * self.pos + "^"
+        # Echo a window of the text around the position: a selector may be megabytes long.
+        start = max(0, self.pos - _WINDOW)
+        shown = self.text[start:self.pos + _WINDOW // 2]
+        before = "..." if start else ""
+        after = "..." if self.pos + _WINDOW // 2 < len(self.text) else ""
+        caret = " " * (len(before) + self.pos - start) + "^"
         raise SelectorSyntaxError(
             f"bad selector at position {self.pos}: expected {expected}, found {found}\n"
-            f"  {self.text}\n  {caret}\n"
+            f"  {before}{shown}{after}\n  {caret}\n"
             "Selectors look like 'encoder.layer.*', 'name:bias', 'type:LayerNorm', "
             "'group:-2:', combined with &, |, ! and parentheses."
         )
@@ -85,19 +96,27 @@ class _Parser:
 
     def factor(self) -> s.Selector:
         ch = self.peek()
-        if ch == "!":
-            self.pos += 1
-            return s.Not(self.factor())
-        if ch == "(":
-            self.pos += 1
-            inner = self.expr()
-            if self.peek() != ")":
-                self.fail("')'", self._found())
-            self.pos += 1
-            return inner
+        if ch in "!(" and ch:
+            self.depth += 1
+            if self.depth > MAX_DEPTH:
+                self.fail(f"at most {MAX_DEPTH} nested parentheses and '!'", "deeper nesting")
+            try:
+                return self._nested(ch)
+            finally:
+                self.depth -= 1
         if ch == "" or ch in "&|)":
             self.fail("a selector (a glob, 'prefix:value', '!' or '(')", self._found())
         return self.atom()
+
+    def _nested(self, ch: str) -> s.Selector:
+        self.pos += 1
+        if ch == "!":
+            return s.Not(self.factor())
+        inner = self.expr()
+        if self.peek() != ")":
+            self.fail("')'", self._found())
+        self.pos += 1
+        return inner
 
     def _found(self) -> str:
         return repr(self.text[self.pos]) if self.pos < len(self.text) else "the end"
@@ -108,7 +127,7 @@ class _Parser:
         if self.pos < len(self.text) and self.text[self.pos] == ":":
             if word not in PREFIXES:
                 self.pos = start
-                self.fail(f"a prefix among {', '.join(PREFIXES)}", repr(word))
+                self.fail(f"a prefix among {', '.join(PREFIXES)}", shorten(word))
             self.pos += 1
             value_pos = self.pos
             quoted = self.pos < len(self.text) and self.text[self.pos] in "\"'"
@@ -185,7 +204,7 @@ class _Parser:
             return s.kind(value)
         except SelectorError as exc:
             self.pos = value_pos
-            self.fail(f"a valid value for '{prefix}:' ({exc})", repr(value))
+            self.fail(f"a valid value for '{prefix}:' ({exc})", shorten(value))
             raise  # unreachable: fail raises
 
 

@@ -13,15 +13,14 @@ Example:
 
 from __future__ import annotations
 
-import fnmatch
 import re
-import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
 from .._errors import SelectorError, closest
+from ._patterns import compile_glob_segment, compile_path_glob, compile_regex
 from .groups import Groups
 from .leaves import KINDS, Leaf, TreeView
 
@@ -102,10 +101,18 @@ class Name(Selector):
 
     names: tuple[str, ...]
 
+    def __post_init__(self) -> None:
+        if self._plain is None:
+            self._globs  # noqa: B018 - compile eagerly so a bad glob fails where it is written
+
     def match(self, leaf: Leaf, ctx: MatchContext) -> bool:
         if self._plain:
             return not self._plain.isdisjoint(leaf.path)
-        return any(fnmatch.fnmatchcase(key, pattern) for key in leaf.path for pattern in self.names)
+        return any(rx.fullmatch(key) for key in leaf.path for rx in self._globs)
+
+    @cached_property
+    def _globs(self) -> tuple[Any, ...]:
+        return tuple(compile_glob_segment(n, dotted=False) for n in self.names)
 
     @cached_property
     def _plain(self) -> frozenset[str] | None:
@@ -120,40 +127,22 @@ class Name(Selector):
         return _did_you_mean(self.names, ctx.view.all_keys, "name:")
 
 
-def _glob_to_regex(pattern: str) -> re.Pattern[str]:
-    out = []
-    segments = pattern.split(".")
-    for i, seg in enumerate(segments):
-        if seg == "**":
-            if len(segments) == 1:
-                out.append(".*")
-            elif i == 0:
-                out.append(r"(?:[^.]+\.)*")
-            elif i == len(segments) - 1:
-                out.append(r"(?:\.[^.]+)*")
-            else:
-                out.append(r"\.(?:[^.]+\.)*")
-            continue
-        piece = "".join(
-            "[^.]*" if ch == "*" else "[^.]" if ch == "?" else re.escape(ch) for ch in seg
-        )
-        prev_double = i > 0 and segments[i - 1] == "**"
-        out.append(piece if i == 0 or prev_double else r"\." + piece)
-    return re.compile("".join(out) + r"(?:\..*)?")
-
-
 @dataclass(frozen=True, eq=True)
 class Path(Selector):
     """Matches leaves whose dotted name matches a glob; a glob naming a module takes its subtree.
 
-    ``*`` matches within one segment, ``**`` any number of segments, ``?`` one character.
+    ``*`` matches within one segment, ``**`` any number of segments, ``?`` one character,
+    ``[seq]`` / ``[!seq]`` one character in / not in ``seq`` (``blocks.1[01]``).
     """
 
     globs: tuple[str, ...]
 
+    def __post_init__(self) -> None:
+        self._regexes  # noqa: B018 - compile eagerly so a bad glob fails where it is written
+
     @cached_property
-    def _regexes(self) -> tuple[re.Pattern[str], ...]:
-        return tuple(_glob_to_regex(g) for g in self.globs)
+    def _regexes(self) -> tuple[Any, ...]:
+        return tuple(compile_path_glob(g) for g in self.globs)
 
     def match(self, leaf: Leaf, ctx: MatchContext) -> bool:
         return any(rx.fullmatch(leaf.name) for rx in self._regexes)
@@ -183,23 +172,17 @@ def _is_bare_glob(glob: str) -> bool:
 
 @dataclass(frozen=True, eq=True)
 class Regex(Selector):
-    """Matches leaves whose dotted name contains a match of ``pattern`` (``re.search``)."""
+    """Matches leaves whose dotted name contains a match of ``pattern`` (searched with RE2).
+
+    RE2 matches in time linear in the name whatever the pattern; it reads Python's ``re``
+    syntax except backreferences and lookaround, which are refused with the reason.
+    """
 
     pattern: str
 
     @cached_property
-    def _compiled(self) -> re.Pattern[str]:
-        try:
-            with warnings.catch_warnings():
-                # re warns about syntax a future Python may read differently ("possible nested
-                # set"); the pattern still means what it says today, so keep the warning quiet.
-                warnings.simplefilter("ignore", FutureWarning)
-                return re.compile(self.pattern)
-        except re.error as exc:
-            raise SelectorError(
-                f"invalid regular expression {self.pattern!r}: {exc}. Fix the pattern "
-                "(it is a Python re pattern searched in the dotted parameter name)."
-            ) from None
+    def _compiled(self) -> Any:
+        return compile_regex(self.pattern)
 
     def __post_init__(self) -> None:
         self._compiled  # noqa: B018 - compile eagerly so a bad pattern fails where it is written
@@ -459,7 +442,7 @@ def path(*globs: str) -> Selector:
 
 
 def regex(pattern: str) -> Selector:
-    """Select leaves whose dotted name contains a match of the Python regex ``pattern``.
+    """Select leaves whose dotted name contains a match of the regex ``pattern`` (RE2 syntax).
 
     Example:
         >>> str(regex(r"^blocks\\.1[01]\\."))
