@@ -24,26 +24,13 @@ from typing import Any
 
 import re2
 
-from .._errors import SelectorError
+from .._errors import SHOWN, SelectorError, shorten
 
 # RE2's own limit on a counted repetition; larger counts are refused before RE2 sees them (RE2
 # reads an oversized count as literal text, Python's re raises OverflowError).
 MAX_REPEAT = 1000
 # Memory RE2 may use for one compiled pattern (its default): bigger patterns are refused.
 MAX_MEMORY = 8 << 20
-_SHOWN = 80
-
-
-def shorten(text: str, limit: int = _SHOWN) -> str:
-    """``repr(text)``, cut to about ``limit`` characters, for messages that echo user input.
-
-    Example:
-        >>> shorten("x" * 200, 10)
-        "'xxxxxxxxxx'... (200 characters)"
-    """
-    if len(text) <= limit:
-        return repr(text)
-    return f"{text[:limit]!r}... ({len(text)} characters)"
 
 
 def _options() -> Any:
@@ -113,8 +100,8 @@ def _compile(text: str, what: str, advice: str) -> Any:
         if isinstance(reason, bytes):
             reason = reason.decode("utf-8", "replace")
         reason = str(reason)
-        if len(reason) > _SHOWN:  # RE2 quotes the part of the pattern where it stopped
-            reason = reason[:_SHOWN] + "..."
+        if len(reason) > SHOWN:  # RE2 quotes the part of the pattern where it stopped
+            reason = reason[:SHOWN] + "..."
         raise SelectorError(f"invalid {what}: {reason}. {advice}") from None
     except UnicodeEncodeError:
         raise SelectorError(f"invalid {what}: it holds characters that are not valid "

@@ -21,9 +21,8 @@ Example:
 
 from __future__ import annotations
 
-from .._errors import SelectorError, SelectorSyntaxError
+from .._errors import SelectorError, SelectorSyntaxError, shorten
 from . import selectors as s
-from ._patterns import shorten
 
 PREFIXES = ("name", "path", "re", "type", "class", "group", "kind")
 _OPERATORS = "&|!()"
