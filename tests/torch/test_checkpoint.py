@@ -243,6 +243,16 @@ def test_plain_safetensors_file_is_refused_as_not_frostline(tmp_path):
     ("frostline.base", '{"architecture": [["0.weight"]], "digests": {}}'),
     ("frostline.base", '{"architecture": [], "digests": {"0.weight": 3}}'),
     ("frostline.plan", '{"version": 1, "rules": [{"freez": "**"}]}'),
+    ("frostline.base", '{"architecture": [], "digests": []}'),
+    ("frostline.base", '{"architecture": {}, "digests": {}}'),
+    ("frostline.state", "[]"),
+    ("frostline.plan", "[" * 5000 + "]" * 5000),
+    ("frostline.base", '{"architecture": [["0.weight", "param", "float32", [' + "9" * 5000
+     + '], null]], "digests": {}}'),
+    ("frostline.plan", '{"version": 1, "rules": [{"freeze": "' + "(" * 400 + "a" + ")" * 400
+     + '"}]}'),
+    ("frostline.plan", '{"version": 1, "rules": [{"freeze": "' + "!" * 400 + 'a"}]}'),
+    ("frostline.plan", '{"version": 1, "rules": [{"freeze": "re:a{99999999999}"}]}'),
 ])
 def test_damaged_metadata_is_refused_before_the_model_is_touched(tmp_path, key, value):
     from safetensors.torch import save_file
@@ -257,9 +267,11 @@ def test_damaged_metadata_is_refused_before_the_model_is_touched(tmp_path, key, 
     fresh = _conv_net()
     before = _state(fresh)
     with pytest.raises(fl.CheckpointError,
-                       match=r"damaged frostline metadata|plan that cannot be read: rule 0"):
+                       match=r"damaged frostline metadata|plan that cannot be read: rule 0"
+                       ) as caught:
         fl.load_trainable(fresh, tmp_path / "bad.safetensors")
     assert _same_state(_state(fresh), before)
+    assert len(str(caught.value)) < 1000
 
 
 def _rewrite(source: pathlib.Path, target: pathlib.Path, **extra: torch.Tensor) -> None:

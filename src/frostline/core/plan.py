@@ -312,10 +312,19 @@ class Plan:
         return cls.from_dict(load_yaml_text(text))
 
     def save(self, path: str) -> None:
-        """Write the plan as YAML (``.yaml``/``.yml``) or JSON (anything else)."""
+        """Write the plan as YAML (``.yaml``/``.yml``) or JSON (anything else).
+
+        Raises:
+            PlanError: the file cannot be written (no such folder, a folder, no permission).
+        """
         text = self.to_yaml() if str(path).endswith((".yaml", ".yml")) else self.to_json(indent=2)
-        with open(path, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        try:
+            with open(path, "w", encoding="utf-8") as handle:
+                handle.write(text)
+        except OSError as exc:
+            raise PlanError(f"cannot write the plan to {show(str(path))}: "
+                            f"{exc.strerror or type(exc).__name__}; pass a file path in a "
+                            "folder that exists and is writable.") from None
 
     @classmethod
     def load(cls, path: str) -> Plan:

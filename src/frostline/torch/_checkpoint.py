@@ -35,7 +35,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._errors import CheckpointError, FrostlineError, PlanError
+from .._errors import CheckpointError, FrostlineError, PlanError, show
+from ..core._textfiles import check_depth
 from ..core.leaves import PARAM, TreeView
 from ..core.mask import Mask
 from ..core.norms import STAT_NAMES, is_batchnorm
@@ -412,11 +413,14 @@ def _read(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
             "fl.save_trainable."
         )
     try:
-        meta = {"plan": json.loads(raw[_KEY_PLAN]), "state": json.loads(raw[_KEY_STATE]),
-                "base": json.loads(raw[_KEY_BASE])}
+        meta = {"plan": _json(raw, _KEY_PLAN), "state": _json(raw, _KEY_STATE),
+                "base": _json(raw, _KEY_BASE)}
         _validate_meta(meta)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path!r} has damaged frostline metadata ({exc!r}).") from None
+    except (KeyError, TypeError, ValueError, RecursionError, PlanError) as exc:
+        reason = show(exc.args[0]) if isinstance(exc, KeyError) else _first_line(exc)
+        raise CheckpointError(f"{path!r} has damaged frostline metadata ({type(exc).__name__}: "
+                              f"{reason}); write the checkpoint again with "
+                              "fl.save_trainable.") from None
     if meta["plan"] is not None:
         try:
             meta["plan"] = Plan.from_dict(meta["plan"])
@@ -425,21 +429,40 @@ def _read(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     return payload, meta
 
 
+def _json(raw: dict[str, str], key: str) -> Any:
+    """One metadata entry as JSON, no deeper than any frostline writes."""
+    data = json.loads(raw[key])
+    check_depth(data)
+    return data
+
+
 def _validate_meta(meta: dict[str, Any]) -> None:
+    """Check the shape of every metadata entry, so later code meets only what it expects."""
     state, base = meta["state"], meta["base"]
-    strings = (state["trainable"], state["frozen_stats"], list(base["digests"]),
-               list(base["digests"].values()))
-    if not all(isinstance(items, list) and all(isinstance(x, str) for x in items)
-               for items in strings):
-        raise ValueError("the trainable state and digests must be lists of names")
+    if not isinstance(state, dict) or not isinstance(base, dict):
+        raise ValueError("the trainable state and the base must be mappings")
+    digests = base["digests"]
+    if not isinstance(digests, dict) or not all(
+            isinstance(v, str) for v in digests.values()):
+        raise ValueError("the digests must map tensor names to strings")
+    for items in (state["trainable"], state["frozen_stats"]):
+        if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
+            raise ValueError("the trainable state must hold lists of names")
     if meta["plan"] is not None and not isinstance(meta["plan"], dict):
         raise ValueError("the plan must be a mapping")
+    if not isinstance(base["architecture"], list):
+        raise ValueError("the architecture must be a list")
     for entry in base["architecture"]:
         if not (isinstance(entry, list) and len(entry) == 5
                 and all(isinstance(x, str) for x in entry[:3])
                 and isinstance(entry[3], list) and all(type(n) is int for n in entry[3])
                 and (entry[4] is None or isinstance(entry[4], str))):
-            raise ValueError(f"malformed architecture entry {entry!r}")
+            raise ValueError(f"malformed architecture entry {show(entry)}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text if len(text) <= 160 else text[:160] + "..."
 
 
 # --- checks on load ------------------------------------------------------------------------------
@@ -550,6 +573,7 @@ def _describe(entry: tuple[Any, ...]) -> str:
 
 
 def _few(names: list[str]) -> str:
-    shown = ", ".join(f"'{n}'" for n in names[:_SHOWN])
+    # Names may come from the file's metadata: each is cut to a readable length.
+    shown = ", ".join(f"'{n}'" if len(n) <= 80 else f"'{n[:80]}...'" for n in names[:_SHOWN])
     return shown + (", ..." if len(names) > _SHOWN else "")
 
