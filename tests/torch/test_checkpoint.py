@@ -175,8 +175,6 @@ def test_check_base_false_loads_onto_other_frozen_weights(tmp_path):
 
 
 def test_crash_mid_write_leaves_previous_file_intact(tmp_path, monkeypatch):
-    import safetensors.torch
-
     model = _conv_net()
     LAST_TWO.apply(model)
     target = tmp_path / "ck.safetensors"
@@ -184,16 +182,35 @@ def test_crash_mid_write_leaves_previous_file_intact(tmp_path, monkeypatch):
     previous = target.read_bytes()
     _train(model)
 
-    def crashing_save_file(tensors, filename, metadata=None):
-        with open(filename, "wb") as handle:
-            handle.write(b"\x00" * 100)
+    written = []
+    real_fsync = os.fsync
+
+    def crashing_fsync(fd):
+        written.append(os.fstat(fd).st_size)  # the data is in the temporary file
         raise OSError("disk full")
 
-    monkeypatch.setattr(safetensors.torch, "save_file", crashing_save_file)
+    monkeypatch.setattr(os, "fsync", crashing_fsync)
     with pytest.raises(OSError, match="disk full"):
         fl.save_trainable(model, target)
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert written and written[0] > 1000
     assert target.read_bytes() == previous
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.safetensors"]
+
+
+def test_crash_while_serialising_removes_the_temporary_file(tmp_path, monkeypatch):
+    import safetensors.torch
+
+    model = _conv_net()
+    LAST_TWO.apply(model)
+
+    def failing_save(tensors, metadata=None):
+        raise MemoryError("out of memory")
+
+    monkeypatch.setattr(safetensors.torch, "save", failing_save)
+    with pytest.raises(MemoryError):
+        fl.save_trainable(model, tmp_path / "ck.safetensors")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_crash_before_rename_leaves_previous_file_intact(tmp_path, monkeypatch):
@@ -534,3 +551,106 @@ def test_parameters_viewing_one_flat_buffer_are_saved_and_restored(tmp_path):
     fresh = flat_net(0)
     fl.load_trainable(fresh, tmp_path / "ck.safetensors")
     assert torch.equal(fresh.weight, model.weight) and torch.equal(fresh.bias, model.bias)
+
+
+# --- files: permissions, links, temporary files --------------------------------------------------
+
+
+@pytest.fixture
+def umask():
+    def set_umask(mask: int) -> None:
+        os.umask(mask)
+
+    old = os.umask(0o022)
+    os.umask(old)
+    yield set_umask
+    os.umask(old)
+
+
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_checkpoint_gets_the_mode_of_an_ordinary_new_file(tmp_path, umask, mask, mode):
+    model = _conv_net()
+    LAST_TWO.apply(model)
+    umask(mask)
+    fl.save_trainable(model, tmp_path / "ck.safetensors")
+    with open(tmp_path / "plain", "w"):
+        pass
+    assert (tmp_path / "ck.safetensors").stat().st_mode & 0o777 == mode
+    assert (tmp_path / "plain").stat().st_mode & 0o777 == mode
+
+
+def test_overwriting_a_checkpoint_keeps_its_mode(tmp_path, umask):
+    model = _conv_net()
+    LAST_TWO.apply(model)
+    target = tmp_path / "ck.safetensors"
+    fl.save_trainable(model, target)
+    target.chmod(0o640)
+    umask(0o022)
+    _train(model)
+    fl.save_trainable(model, target)
+    assert target.stat().st_mode & 0o777 == 0o640
+
+
+def test_saving_through_a_symlink_writes_its_target_and_keeps_the_link(tmp_path):
+    model = _conv_net()
+    LAST_TWO.apply(model)
+    (tmp_path / "store").mkdir()
+    real = tmp_path / "store" / "ck.safetensors"
+    fl.save_trainable(model, real)
+    link = tmp_path / "latest.safetensors"
+    link.symlink_to(real)
+    _train(model)
+    fl.save_trainable(model, link)
+    assert link.is_symlink() and link.resolve() == real.resolve()
+    fresh = _conv_net()
+    fl.load_trainable(fresh, real)
+    assert torch.equal(fresh[7].weight, model[7].weight)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.safetensors", "store"]
+    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == ["ck.safetensors"]
+
+
+KILLED_SAVE = """
+import os, signal, sys
+import torch
+import frostline as fl
+
+def killed_before_rename(fd):
+    os.kill(os.getpid(), signal.SIGKILL)  # the temporary file holds the whole checkpoint
+
+os.fsync = killed_before_rename
+torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
+fl.lock(model, unlocked_groups=1)
+fl.save_trainable(model, sys.argv[1])
+"""
+
+
+def test_a_later_save_removes_temporary_files_of_killed_saves(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    target = tmp_path / "ck.safetensors"
+    done = subprocess.run([sys.executable, "-c", KILLED_SAVE, str(target)], timeout=300,
+                          capture_output=True)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    left = list(tmp_path.iterdir())
+    assert len(left) == 1 and left[0].name.startswith(".ck.safetensors.")
+    assert left[0].name.endswith(".tmp") and left[0].stat().st_size > 100
+    other = tmp_path / ".other.safetensors.1-abcdef01.00.tmp"  # another file's: not touched
+    other.write_bytes(b"x")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+    fl.lock(model, unlocked_groups=1)
+    fl.save_trainable(model, target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [other.name, "ck.safetensors"]
+
+
+def test_temporary_file_of_a_running_save_is_left_alone(tmp_path):
+    from frostline.torch._checkpoint import _create_temporary
+
+    mine = _create_temporary(str(tmp_path), "ck.safetensors")  # this process is alive
+    model = _conv_net()
+    LAST_TWO.apply(model)
+    fl.save_trainable(model, tmp_path / "ck.safetensors")
+    assert os.path.exists(mine)

@@ -27,7 +27,10 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
+import secrets
+import socket
+import stat
+import time
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -84,7 +87,9 @@ def save_trainable(model: nn.Module, path: str | os.PathLike[str], plan: Plan | 
     state, and the base model's architecture plus a digest of every tensor not stored.
 
     The file is written to a temporary file in the same directory, flushed to disk, then
-    renamed over ``path``: a crash leaves the previous file intact. A model sharded with FSDP2
+    renamed over ``path``: a crash leaves the previous file intact. It gets the permissions of
+    an ordinary new file (the umask applies) or keeps those of the file it replaces; a path
+    that is a symbolic link writes the file the link points to. A model sharded with FSDP2
     (DTensor parameters) is gathered: call this on every rank; rank 0 writes.
 
     Args:
@@ -366,23 +371,89 @@ def _bytes(tensor: torch.Tensor) -> memoryview:
 
 
 def _write_atomic(path: str, payload: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    """Write to a temporary file beside ``path``, fsync, then rename over ``path``."""
-    from safetensors.torch import save_file
+    """Write to a temporary file beside ``path``, fsync, then rename over ``path``.
 
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                               dir=directory)
-    os.close(fd)
+    ``path`` is resolved first, so saving through a symbolic link writes the file it points to
+    and the link stays. The file gets the permissions an ordinary new file gets (``0o666``
+    less the umask), or keeps those of the file it replaces. A failed write removes its
+    temporary file; temporary files that killed saves of the same path left behind are
+    removed (see :func:`_remove_stale`).
+    """
+    import safetensors.torch
+
+    path = os.path.realpath(path)
+    directory, base = os.path.split(path)
+    _remove_stale(directory, base)
+    tmp = _create_temporary(directory, base)
     try:
-        save_file(payload, tmp, metadata=metadata)
-        with open(tmp, "rb+") as handle:
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
+        # Serialised in memory and written here: safetensors' save_file writes its own hidden
+        # temporary file (mode 0o600, left behind in full if the process is killed).
+        data = safetensors.torch.save(payload, metadata=metadata)
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
             os.fsync(handle.fileno())
+        del data
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
     _fsync_directory(directory)
+
+
+# Temporary files are named ".<file>.<pid>-<host>.<random>.tmp": a later save of the same file
+# can tell that the process which wrote one is gone.
+_STALE_AFTER_SECONDS = 24 * 3600
+
+
+def _host() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _create_temporary(directory: str, base: str) -> str:
+    """Create an empty temporary file beside ``base`` with the mode ``open`` would give it."""
+    while True:
+        tmp = os.path.join(directory, f".{base}.{os.getpid()}-{_host()}.{secrets.token_hex(4)}.tmp")
+        try:
+            # 0o666 less the umask, as for any new file (mkstemp would make it 0o600).
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+
+
+def _remove_stale(directory: str, base: str) -> None:
+    """Remove temporary files of ``base`` left by saves that were killed: written on this host
+    by a process that no longer runs, or untouched for a day (from any host)."""
+    prefix, now = f".{base}.", time.time()
+    try:
+        names = [n for n in os.listdir(directory) if n.startswith(prefix) and n.endswith(".tmp")]
+    except OSError:
+        return
+    for name in names:
+        middle = name[len(prefix):-len(".tmp")]
+        owner = middle.split(".", 1)[0]
+        pid, _, host = owner.partition("-")
+        full = os.path.join(directory, name)
+        with contextlib.suppress(OSError):
+            dead = host == _host() and pid.isdigit() and not _running(int(pid))
+            if dead or now - os.lstat(full).st_mtime > _STALE_AFTER_SECONDS:
+                os.unlink(full)
+
+
+def _running(pid: int) -> bool:
+    if os.name != "posix":
+        return True  # os.kill(pid, 0) is a probe on POSIX only (on Windows it terminates)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # it exists (owned by another user), or the check cannot tell
+    return True
 
 
 def _fsync_directory(directory: str) -> None:
