@@ -121,7 +121,7 @@ class Name(Selector):
         return frozenset(self.names)
 
     def to_string(self) -> str:
-        return "name:" + _quote(",".join(self.names))
+        return "name:" + _quote_items(self.names)
 
     def hint(self, ctx: MatchContext) -> str:
         return _did_you_mean(self.names, ctx.view.all_keys, "name:")
@@ -149,7 +149,7 @@ class Path(Selector):
 
     def to_string(self) -> str:
         return ",".join(self.globs) if all(_is_bare_glob(g) for g in self.globs) else (
-            "path:" + _quote(",".join(self.globs)))
+            "path:" + _quote_items(self.globs))
 
     def hint(self, ctx: MatchContext) -> str:
         # The root's path is "", which would "match" any glob after its literal part.
@@ -224,8 +224,8 @@ class ModuleType(Selector):
         return False
 
     def to_string(self) -> str:
-        return "type:" + _quote(",".join(
-            t if isinstance(t, str) else t.__name__ for t in self.types))
+        return "type:" + _quote_items(
+            [t if isinstance(t, str) else t.__name__ for t in self.types])
 
     def hint(self, ctx: MatchContext) -> str:
         names = {c.__name__ for cls in ctx.view.all_classes for c in cls.__mro__}
@@ -252,7 +252,7 @@ class ClassName(Selector):
         return False
 
     def to_string(self) -> str:
-        return "class:" + _quote(",".join(self.names))
+        return "class:" + _quote_items(self.names)
 
     def hint(self, ctx: MatchContext) -> str:
         return _did_you_mean(self.names, {c.__name__ for c in ctx.view.all_classes}, "class:")
@@ -284,7 +284,7 @@ class GroupSel(Selector):
             return f"group:{text}"
         if isinstance(key, int):
             return f"group:{key}"
-        if re.fullmatch(r"[+-]?\d+", key.strip()) or ":" in key:
+        if re.fullmatch(r"\s*[+-]?[\d_]+\s*", key) or ":" in key:  # what int() might read
             # A group *named* "2" must not read back as the index 2: quoting marks a name.
             return 'group:"' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
         return f"group:{_quote(key)}"
@@ -374,10 +374,17 @@ class Not(Selector):
         yield from self.part.atoms()
 
 
-def _quote(text: str) -> str:
-    if re.fullmatch(r"[^\s&|!()\"'/]+", text):
+def _quote(text: str, also: str = "") -> str:
+    """``text`` as a selector value: quoted when it holds whitespace, operators, quotes, a
+    leading-slash risk, or one of ``also``."""
+    if re.fullmatch(r"[^\s&|!()\"'/" + re.escape(also) + "]+", text):
         return text
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _quote_items(items: Iterable[str]) -> str:
+    """Comma-separated alternatives, each quoted where needed (a quoted one may hold commas)."""
+    return ",".join(_quote(item, ",") for item in items)
 
 
 def _did_you_mean(wanted: Iterable[str], pool: Iterable[str], prefix: str) -> str:
@@ -484,9 +491,15 @@ def group(key: int | slice | str) -> Selector:
     Example:
         >>> str(group(slice(-2, None)))
         'group:-2:'
+        >>> str(group(-2))  # one group: never printed as 'group:-2', easily misread
+        'group:-2:-1'
     """
     if not isinstance(key, (int, slice, str)) or isinstance(key, bool):
         raise SelectorError(f"group expects an int, a slice or a group name, got {key!r}.")
+    if isinstance(key, int) and key <= -2:
+        # One group counted from the head is the slice [key, key + 1): printed that way, it
+        # cannot be read as "the last -key groups" (which is group:key:).
+        key = slice(key, key + 1)
     return GroupSel(key)
 
 
