@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from .._errors import SelectorError, closest
+from .._errors import SelectorError, closest, shorten
 from ._patterns import compile_glob_segment, compile_path_glob, compile_regex
 from .groups import Groups
 from .leaves import KINDS, Leaf, TreeView
@@ -406,7 +406,8 @@ def explain_empty(selector: Selector, ctx: MatchContext) -> str:
     messages = []
     for atom in empty_atoms:
         hint = atom.hint(ctx)
-        messages.append(f"{atom.to_string()!r} matches nothing" + (f" ({hint})" if hint else ""))
+        messages.append(f"{shorten(atom.to_string())} matches nothing"
+                        + (f" ({hint})" if hint else ""))
     return "; ".join(messages)
 
 
