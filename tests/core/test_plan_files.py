@@ -132,9 +132,17 @@ def test_yaml_python_tags_are_refused_without_running_code(tmp_path):
     marker = tmp_path / "ran"
     text = f"!!python/object/apply:pathlib.Path.touch [!!python/object/apply:pathlib.Path " \
            f"['{marker}']]"
-    with pytest.raises(PlanError, match="plan is not valid YAML"):
+    with pytest.raises(PlanError, match="plan YAML uses the explicit tag"):
         Plan.from_yaml(text)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("text", ["rules: !!int ''", "train_bn: !!bool maybe", "rules: !!binary x",
+                                  "rules: ! []", "rules: !custom []"])
+def test_explicit_tags_are_refused(text):
+    # PyYAML's constructors fail on some of them with IndexError or KeyError.
+    with pytest.raises(PlanError, match="explicit tag"):
+        Plan.from_yaml(text)
 
 
 def test_missing_plan_file_is_a_plan_error(tmp_path):

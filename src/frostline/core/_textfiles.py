@@ -6,7 +6,8 @@ it can cost time or memory:
 * size: at most :data:`MAX_BYTES` (1 MiB); depth: at most :data:`MAX_DEPTH` nested
   collections (deep nesting would exhaust Python's recursion limit);
 * YAML anchors and aliases (``&a`` / ``*a``): a few hundred bytes of nested aliases expand to
-  gigabytes, so they are refused outright (a plan never needs them);
+  gigabytes, so they are refused outright (a plan never needs them), as are explicit tags
+  (``!!python/object``, ``!!binary``, ``!!int``): a plan holds plain values;
 * encodings: UTF-8 with or without a byte-order mark, and UTF-16 / UTF-32 with one; any other
   bytes are refused, naming the first bad byte;
 * numbers Python cannot read (integers over 4,300 digits), invalid dates and other values the
@@ -107,6 +108,14 @@ class _PlanLoader(yaml.SafeLoader):
                 f"line {mark.line + 1}, column {mark.column + 1}); they are not accepted in plan "
                 "files (nested aliases expand without bound). Write the values out."
             )
+        tag = getattr(event, "tag", None)
+        if tag is not None and not isinstance(event, yaml.AliasEvent):
+            mark = event.start_mark
+            raise PlanError(
+                f"plan YAML uses the explicit tag {shorten(tag, 40)} (line {mark.line + 1}, "
+                f"column {mark.column + 1}); plan files hold plain strings, booleans, numbers, "
+                "lists and mappings: remove the tag."
+            )
         self.depth += 1
         try:
             if self.depth > MAX_DEPTH:
@@ -133,7 +142,7 @@ def load_yaml_text(text: str | bytes, source: str = "the plan") -> Any:
     except yaml.YAMLError as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise PlanError(f"plan is not valid YAML: {_cut(first)}.") from None
-    except (ValueError, OverflowError) as exc:
+    except (ValueError, OverflowError, ArithmeticError, LookupError, TypeError) as exc:
         # A scalar YAML resolves but Python cannot build: an integer of more than 4,300 digits,
         # a date such as 2024-13-45.
         raise PlanError(f"plan YAML holds a value that cannot be read: {_cut(str(exc))}.") from None

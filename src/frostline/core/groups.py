@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
-from .._errors import GroupError
+from .._errors import GroupError, show
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class Groups:
                 if group.name == key:
                     return group
             raise GroupError(
-                f"no group named {key!r}; the model's groups are {self.names}. "
+                f"no group named {show(key)}; the model's groups are {self.names}. "
                 "Use one of those names or an index."
             )
         return self.groups[self.normalize(key)]

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from .._errors import SelectorError, closest, shorten
+from .._errors import SelectorError, closest, shorten, show
 from ._patterns import compile_glob_segment, compile_path_glob, compile_regex
 from .groups import Groups
 from .leaves import KINDS, Leaf, TreeView
@@ -306,7 +306,7 @@ class Kind(Selector):
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise SelectorError(f"unknown kind {self.kind!r}: expected one of {KINDS}.")
+            raise SelectorError(f"unknown kind {show(self.kind)}: expected one of {KINDS}.")
 
     def match(self, leaf: Leaf, ctx: MatchContext) -> bool:
         return leaf.kind == self.kind
@@ -469,7 +469,7 @@ def module_type(*types: type | str) -> Selector:
     """
     if not types or not all(isinstance(t, (type, str)) for t in types):
         raise SelectorError(
-            f"module_type expects classes or class names, got {types!r}; "
+            f"module_type expects classes or class names, got {show(types)}; "
             "pass e.g. module_type(torch.nn.LayerNorm) or module_type('LayerNorm')."
         )
     return ModuleType(tuple(types))
@@ -496,7 +496,7 @@ def group(key: int | slice | str) -> Selector:
         'group:-2:-1'
     """
     if not isinstance(key, (int, slice, str)) or isinstance(key, bool):
-        raise SelectorError(f"group expects an int, a slice or a group name, got {key!r}.")
+        raise SelectorError(f"group expects an int, a slice or a group name, got {show(key)}.")
     if isinstance(key, int) and key <= -2:
         # One group counted from the head is the slice [key, key + 1): printed that way, it
         # cannot be read as "the last -key groups" (which is group:key:).
@@ -523,14 +523,14 @@ def where(predicate: Callable[[Leaf], bool], label: str = "") -> Selector:
         '<where 1-d>'
     """
     if not callable(predicate):
-        raise SelectorError(f"where expects a callable taking a Leaf, got {predicate!r}.")
+        raise SelectorError(f"where expects a callable taking a Leaf, got {show(predicate)}.")
     return Where(predicate, label)
 
 
 def _require_strings(fn: str, values: tuple[Any, ...]) -> None:
     if not values or not all(isinstance(v, str) and v for v in values):
         raise SelectorError(
-            f"{fn} expects one or more non-empty strings, got {values!r}."
+            f"{fn} expects one or more non-empty strings, got {show(values)}."
         )
 
 
@@ -543,6 +543,6 @@ def as_selector(value: Selector | str) -> Selector:
 
         return parse(value)
     raise SelectorError(
-        f"expected a selector or a selector string, got {type(value).__name__} {value!r}; "
+        f"expected a selector or a selector string, got {type(value).__name__} {show(value)}; "
         "use e.g. 'encoder.layer.*', 'name:bias' or fl.path(...)."
     )
