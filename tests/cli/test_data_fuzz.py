@@ -70,6 +70,7 @@ def test_any_npy_header_is_checked_before_allocation(tmp_path_factory, member, f
 
 @HOSTILE
 @given(st.binary(max_size=64), st.integers(0, 10_000), st.booleans())
+@example(b"\x08" + b"\x00" * 18 + b"\x10", 141, False)  # a member name that is not UTF-8
 def test_any_damaged_archive_is_a_data_error_or_loads(tmp_path_factory, noise, where, truncate):
     buffer = io.BytesIO()
     np.savez_compressed(buffer, x_train=np.zeros((8, 3), np.float32), y_train=np.arange(8) % 2,

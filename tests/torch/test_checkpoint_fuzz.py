@@ -73,6 +73,7 @@ def _load_or_error(path: Path) -> None:
 @example("frostline.plan", json.dumps({"version": 1, "rules": [{"freeze": "(" * 400 + "a"
                                                                 + ")" * 400}]}))
 @example("frostline.plan", json.dumps({"version": 1, "rules": [{"freeze": "re:(a+)+$"}]}))
+@example("frostline.plan", json.dumps({"version": 1, "rules": [{"freeze": 'path:"\\""'}]}))
 def test_any_metadata_value_loads_correctly_or_is_a_checkpoint_error(saved, tmp_path, key, value):
     tensors, meta = saved
     path = tmp_path / "fuzzed.safetensors"

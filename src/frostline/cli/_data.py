@@ -92,7 +92,7 @@ def load_npz(path: str, max_bytes: int = MAX_BYTES) -> ArrayData:
     except DataError:
         raise
     except (OSError, zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError,
-            RuntimeError) as exc:
+            RuntimeError, ValueError) as exc:  # ValueError: e.g. a member name that is not UTF-8
         raise DataError(f"cannot read the data file {path} ({_first_line(exc)}); expected an "
                         ".npz written by np.savez with arrays x_train, y_train, x_val, "
                         "y_val.") from None

@@ -602,7 +602,11 @@ def _mask_to_restore(model: nn.Module, view: TreeView, plan: Plan | None, state:
         params = [leaf.name for leaf in view if leaf.kind == PARAM]
         return Mask(names=tuple(params), trainable=tuple(n in recorded for n in params),
                     frozen_stats=tuple(state["frozen_stats"]))
-    mask = plan.mask_on(model, **group_options)
+    try:
+        mask = plan.mask_on(model, **group_options)
+    except FrostlineError as exc:
+        raise CheckpointError(
+            f"the plan stored in {path!r} cannot be evaluated on this model: {exc}") from None
     now = set(_effective_trainable(view, mask))
     if strict and (now != recorded or set(mask.frozen_stats) != set(state["frozen_stats"])):
         differ = sorted(now ^ recorded) or sorted(set(mask.frozen_stats)
