@@ -55,6 +55,28 @@ def test_pathological_regexes_finish_and_give_the_right_answer():
     ]
 
 
+def test_pathological_globs_finish_and_give_the_right_answer():
+    # Translated to one backtracking regex, each star or '**' multiplies the work by the length.
+    out = _run_bounded("""
+        from frostline.core.leaves import Leaf, Owner, TreeView
+        from frostline.core.parser import parse
+        from frostline.core.selectors import MatchContext
+
+        names = ["a" * 3000 + ".x", ".".join(["s"] * 300) + ".y", "a" * 2999 + "b"]
+        view = TreeView(tuple(Leaf(n, tuple(n.split(".")), (Owner("", object),), (1,),
+                                   "float32", index=i) for i, n in enumerate(names)))
+        for text in ['path:"' + "*a" * 15 + '*b"', "name:" + "*a" * 15 + "*b",
+                     "**." * 12 + "z", "**." * 12 + "y"]:
+            print(parse(text).select(MatchContext(view)))
+    """)
+    assert out.split("\n")[:4] == [
+        "[False, False, True]",
+        "[False, False, True]",
+        "[False, False, False]",
+        "[False, True, False]",
+    ]
+
+
 def test_regex_search_is_still_a_search_in_the_dotted_name(toy_view):
     assert picked(r're:"^encoder\.layer\.[01]\.norm\.bias$"', toy_view) == [
         "encoder.layer.0.norm.bias", "encoder.layer.1.norm.bias"]

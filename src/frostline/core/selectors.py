@@ -20,7 +20,7 @@ from functools import cached_property
 from typing import Any
 
 from .._errors import SelectorError, closest, shorten, show
-from ._patterns import compile_glob_segment, compile_path_glob, compile_regex
+from ._patterns import compile_key_glob, compile_path_glob, compile_regex
 from .groups import Groups
 from .leaves import KINDS, Leaf, TreeView
 
@@ -112,7 +112,7 @@ class Name(Selector):
 
     @cached_property
     def _globs(self) -> tuple[Any, ...]:
-        return tuple(compile_glob_segment(n, dotted=False) for n in self.names)
+        return tuple(compile_key_glob(n) for n in self.names)
 
     @cached_property
     def _plain(self) -> frozenset[str] | None:
@@ -138,14 +138,14 @@ class Path(Selector):
     globs: tuple[str, ...]
 
     def __post_init__(self) -> None:
-        self._regexes  # noqa: B018 - compile eagerly so a bad glob fails where it is written
+        self._globs  # noqa: B018 - compile eagerly so a bad glob fails where it is written
 
     @cached_property
-    def _regexes(self) -> tuple[Any, ...]:
+    def _globs(self) -> tuple[Any, ...]:
         return tuple(compile_path_glob(g) for g in self.globs)
 
     def match(self, leaf: Leaf, ctx: MatchContext) -> bool:
-        return any(rx.fullmatch(leaf.name) for rx in self._regexes)
+        return any(glob.fullmatch(leaf.name) for glob in self._globs)
 
     def to_string(self) -> str:
         return ",".join(self.globs) if all(_is_bare_glob(g) for g in self.globs) else (
