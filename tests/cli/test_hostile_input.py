@@ -171,3 +171,21 @@ def test_the_size_limit_is_a_command_line_option(cli, models, tmp_path):
                               "--max-data-mb", "2", "--epochs", "1", "--no-lp-ft", "--no-compare",
                               "--json")
     assert code == 0, err
+
+
+@pytest.mark.parametrize("content, says", [
+    ("a: &a [x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a]\nversion: *b\n".encode(),
+     "anchor or alias"),
+    ("rules: [{freeze: 'n\xe4me:bias'}]".encode("latin-1"), "is not UTF-8 text"),
+    (("rules: " + "[" * 500 + "]" * 500).encode(), "nests more than 32 levels"),
+    (("version: " + "1" * 5000).encode(), "holds a value that cannot be read"),
+    (b"rules: [{freeze: 're:\"(a+)+$\"'}]", "matches nothing"),  # no hang: RE2
+    (b"rules: [{freeze: 'group:-2'}]", "ambiguous"),
+])
+def test_hostile_plan_files_are_one_line_errors(cli, tmp_path, content, says):
+    path = tmp_path / "plan.yaml"
+    path.write_bytes(content)
+    code, out, err = cli.main("plan", "demo", "--check", str(path))
+    assert code == 2 and out == ""
+    line = cli.error_line(err)
+    assert says in line and len(line) < 1000
