@@ -32,7 +32,7 @@ def _net() -> nn.Sequential:
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     model = _net()
-    fl.Plan().freeze("**").unfreeze("2").with_bn(freeze_bn_stats=True).apply(model)
+    fl.apply(model, fl.Plan().freeze("**").unfreeze("2").with_bn(freeze_bn_stats=True))
     path = tmp_path_factory.mktemp("ck") / "ck.safetensors"
     fl.save_trainable(model, path)
     with safe_open(os.fspath(path), framework="pt") as handle:
