@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import fnmatch
 import subprocess
 import sys
 import textwrap
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import frostline as fl
+from frostline.core._patterns import PathGlob, compile_path_glob
 from frostline.core.selectors import MatchContext
 
 BERT_NAME = "encoder.layer.0.attention.self.query.weight"  # 43 characters
@@ -166,3 +170,29 @@ def test_bracket_class_for_a_literal_bracket(make_view):
     view = make_view(["a.w", "b.w"], {})
     assert picked("name:[[]x", view) == []
     assert fl.parse("name:[[]x").to_string() == "name:[[]x"
+
+
+GLOB_PIECES = st.sampled_from(["a", "b", "*", "?", "[ab]", "[!a]", ".", "**", "^", "-"])
+NAME_PIECES = st.sampled_from(["a", "b", ".", "^", "-"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(GLOB_PIECES, min_size=1, max_size=8).map("".join),
+       st.lists(NAME_PIECES, min_size=1, max_size=10).map("".join))
+def test_one_regex_and_the_segment_walk_agree_on_every_glob(glob, name):
+    try:
+        compiled = compile_path_glob(glob)
+    except fl.SelectorError:
+        return
+    walk = object.__new__(PathGlob)
+    walk.glob, walk.segments, walk.regex = compiled.glob, compiled.segments, None
+    parts = name.split(".")
+    segments = glob.split(".")
+    # Reference: fnmatch per segment, '**' any number of segments, the rest a subtree.
+    reach = {0}
+    for seg in segments:
+        if seg == "**":
+            reach = set(range(min(reach), len(parts) + 1)) if reach else set()
+        else:
+            reach = {p + 1 for p in reach if p < len(parts) and fnmatch.fnmatchcase(parts[p], seg)}
+    assert compiled.fullmatch(name) == walk.fullmatch(name) == bool(reach)

@@ -100,23 +100,24 @@ class PathGlob:
     takes time linear in the name whatever the glob.
     """
 
-    __slots__ = ("glob", "segments", "spans")
+    __slots__ = ("glob", "segments", "regex")
 
     def __init__(self, glob: str) -> None:
         self.glob = glob
+        pieces = glob.split(".")
         self.segments = tuple(None if seg == "**" else KeyGlob(seg, glob).fullmatch
-                              for seg in glob.split("."))
-        self.spans = None in self.segments
+                              for seg in pieces)
+        # Without '**' one regex does: segments are joined by literal dots and none can match a
+        # dot, so each matches its own segment in one way (fnmatch's atomic groups inside).
+        self.regex = None if None in self.segments else _dotted_regex(pieces)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return PathGlob, (self.glob,)
 
     def fullmatch(self, name: str) -> bool:
+        if self.regex is not None:
+            return self.regex.fullmatch(name) is not None
         parts = name.split(".")
-        if not self.spans:
-            # The rest of the name, if any, is the subtree of the module that matched.
-            return len(parts) >= len(self.segments) and all(
-                match(part) for match, part in zip(self.segments, parts))
         positions = {0}
         for match in self.segments:
             if match is None:
@@ -126,6 +127,22 @@ class PathGlob:
             if not positions:
                 return False
         return True
+
+
+def _dotted_regex(segments: list[str]) -> re.Pattern[str] | None:
+    """One regex for a glob without '**' (the rest of the name is a subtree), or None when
+    fnmatch's translation is not in the form this relies on."""
+    out = []
+    for segment in segments:
+        text = fnmatch.translate(segment)
+        if not (text.startswith("(?s:") and text.endswith("\\Z")):
+            return None
+        # A segment holds no '.', so every '.' of its translation is a wildcard and a class
+        # never names one: both stand for one character of the segment, never the dot
+        # between segments.
+        text = text[:-2].replace(".", "[^.]")
+        out.append(re.sub(r"\[\^(?!\.\])", "[^.", text))
+    return re.compile("\\.".join(out) + "(?:\\..*)?", re.S)
 
 
 @lru_cache(maxsize=1024)
