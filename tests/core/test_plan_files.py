@@ -262,3 +262,10 @@ def test_from_yaml_and_from_json_take_bytes():
 def test_a_folder_is_not_a_plan_file(tmp_path):
     with pytest.raises(PlanError, match="cannot read plan file"):
         Plan.load(str(tmp_path))
+
+
+def test_a_huge_unlocked_groups_is_refused_with_a_short_message():
+    with pytest.raises(PlanError, match=r"'unlocked_groups' is <an integer of \d+ bits>; no "
+                       r"model has more than 1000000 groups") as caught:
+        Plan.from_yaml("unlocked_groups: " + "9" * 4000)
+    assert len(str(caught.value)) < 200

@@ -35,6 +35,7 @@ FREEZE = "freeze"
 UNFREEZE = "unfreeze"
 ACTIONS = (FREEZE, UNFREEZE)
 SCHEMA_VERSION = 1
+_MAX_GROUPS = 1_000_000  # a bound for numbers read from files (messages print them)
 _PLAN_KEYS = ("version", "rules", "freeze_bn_stats", "train_bn", "unlocked_groups", "groups",
               "scope", "then")
 
@@ -321,6 +322,9 @@ class Plan:
         if unlocked is not None and (isinstance(unlocked, bool) or not isinstance(unlocked, int)
                                      or unlocked < 0):
             raise PlanError(f"'unlocked_groups' must be a non-negative int, got {show(unlocked)}.")
+        if unlocked is not None and unlocked > _MAX_GROUPS:
+            raise PlanError(f"'unlocked_groups' is {show(unlocked)}; no model has more than "
+                            f"{_MAX_GROUPS} groups.")
         scope = data.get("scope")
         if scope is not None and not isinstance(scope, str):
             raise PlanError(f"'scope' must be a selector string, got {show(scope)}.")
