@@ -100,6 +100,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     from ..core.recommend import recommend
     from ..demo._run import TaskResult, deterministic
     from ..torch._sweep import Setting, sweep
+    from ..torch._sweep._settings import with_setting
 
     task, make, header = _sweep_target(args)
     rec = recommend(make(), len(task.train[1]), task.domain_shift, new_head=task.new_head)
@@ -110,28 +111,19 @@ def run_sweep(args: argparse.Namespace) -> int:
     settings += [Setting.surgical(k, head=task.new_head)
                  for k in _counts(args.surgical, n - 1, "--surgical")]
     chosen = Setting.from_recommendation(rec)
-    if chosen.label not in {s.label for s in settings}:
-        settings.append(chosen)
-    compare = not args.no_compare and not args.no_cache and _cacheable(make())
-    steps = len(settings) * args.epochs * (2 if compare else 1)
+    settings = with_setting(settings, chosen)
+    compare = not args.no_compare and not args.no_cache
+    steps = sum(e for s in settings for _, e in s.phases(args.epochs)) * (2 if compare else 1)
     start = time.perf_counter()
     with deterministic(), progress_bar(f"sweep {task.name}", steps) as advance:
         result = sweep(make, task.train, task.val, settings, epochs=args.epochs,
                        batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                        cache=not args.no_cache, compare_uncached=compare, progress=advance)
-    outcome = TaskResult(task, rec, chosen.label, result)
+    outcome = TaskResult(task, rec, chosen, result)
     _finish([outcome], args, time.perf_counter() - start,
             budget=f"{args.epochs} epochs per setting, batch {args.batch_size}, Adam lr "
                    f"{args.lr:g}, seed {args.seed}", header=header)
     return 0
-
-
-def _cacheable(model: Any) -> bool:
-    """Whether the sweep can cache features of ``model`` (else an uncached run adds nothing)."""
-    from .._api import groups
-    from ..torch._sweep import sequential_starts
-
-    return sequential_starts(model, groups(model))[0] is not None
 
 
 def _sweep_target(args: argparse.Namespace) -> tuple[Any, Callable[[], Any], str]:
@@ -207,8 +199,8 @@ def _task_text(outcome: Any) -> str:
                  + (" (the best)" if gap == 0 else f" ({gap:.2f} points below the best)"))
     lines += list(result.notes)
     if result.baseline is not None:
-        same = [a.val_accuracy == b.val_accuracy
-                for a, b in zip(result.rows, result.baseline.rows)]
+        same = [a.val_accuracy == result.baseline.row(a.setting).val_accuracy
+                for a in result.rows]
         used = sum(1 for row in result.rows if row.cached_groups)
         lines.append(
             f"feature cache, measured side by side: these {len(result.rows)} settings with "
@@ -225,7 +217,7 @@ def _task_text(outcome: Any) -> str:
 
 def _table(outcome: Any) -> Table:
     result = outcome.result
-    base = {r.label: r for r in result.baseline.rows} if result.baseline else {}
+    base = result.baseline
     table = Table(title_justify="left")
     columns = ["setting", "groups", "trainable", "val acc", "ms/epoch"]
     if base:
@@ -233,14 +225,15 @@ def _table(outcome: Any) -> Table:
     columns += ["train MiB", "cached groups", ""]
     for column in columns:
         table.add_column(column, justify="left" if column in ("setting", "") else "right")
-    best = result.best.label
+    best = result.best.setting
     for row in result.rows:
-        marks = [m for m, on in (("recommended", row.label == outcome.recommended_label),
-                                 ("best", row.label == best)) if on]
+        marks = [m for m, on in (("recommended", row.setting == outcome.recommended),
+                                 ("best", row.setting == best),
+                                 ("diverged", row.diverged)) if on]
         cells = [row.label, str(row.unlocked_groups), f"{row.trainable_params:,}",
                  f"{100 * row.val_accuracy:.2f}%", f"{1000 * row.epoch_seconds:.1f}"]
         if base:
-            cells.append(f"{1000 * base[row.label].epoch_seconds:.1f}")
+            cells.append(f"{1000 * base.row(row.setting).epoch_seconds:.1f}")
         cells += [f"{row.train_memory_mb:.2f}", str(row.cached_groups) if row.cached_groups
                   else "-", ", ".join(marks)]
         table.add_row(*cells)
@@ -252,7 +245,7 @@ def _task_dict(outcome: Any) -> dict[str, Any]:
     return {"task": task.name, "description": task.description,
             "n_train": len(task.train[1]), "n_val": len(task.val[1]),
             "domain_shift": task.domain_shift, "recommendation": outcome.recommendation.to_dict(),
-            "recommended_setting": outcome.recommended_label, "best_setting": outcome.result.best.label,
+            "recommended_setting": outcome.recommended.label, "best_setting": outcome.result.best.label,
             "sweep": outcome.result.to_dict()}
 
 
@@ -260,6 +253,6 @@ def _plot(outcomes: list[Any], path: str) -> str:
     from ._plot import Panel, plot_sweeps
 
     panels = [Panel(f"{o.task.name} (domain_shift={o.task.domain_shift!r}): accuracy", o.result,
-                    o.recommended_label)
+                    o.recommended)
               for o in outcomes]
     return plot_sweeps(panels, path)

@@ -17,6 +17,7 @@ from torch import nn
 
 from ..core.recommend import Recommendation, recommend
 from ..torch._sweep import Setting, SweepResult, SweepRow, default_settings, sweep
+from ..torch._sweep._settings import with_setting
 from ._data import Task, tasks
 from ._model import pretrained_digit_net, reset_head
 
@@ -30,19 +31,19 @@ class TaskResult:
     Attributes:
         task: the task.
         recommendation: what ``fl.recommend`` proposed.
-        recommended_label: the sweep row that implements the recommendation.
+        recommended: the setting that implements the recommendation.
         result: the sweep (its ``baseline`` is the uncached run, when compared).
     """
 
     task: Task
     recommendation: Recommendation
-    recommended_label: str
+    recommended: Setting
     result: SweepResult
 
     @property
     def recommended_row(self) -> SweepRow:
         """The sweep row of the recommended setting."""
-        return next(row for row in self.result.rows if row.label == self.recommended_label)
+        return self.result.row(self.recommended)
 
 
 def model_factory(task: Task) -> Callable[[], nn.Module]:
@@ -59,9 +60,7 @@ def demo_settings(n_groups: int, recommended: Setting, new_head: bool) -> list[S
     """Every frost line, LP-FT, surgical fine-tuning of the first 1 and 2 groups, and the
     recommended setting when it is none of those."""
     settings = default_settings(n_groups) + [Setting.surgical(k, head=new_head) for k in (1, 2)]
-    if recommended.label not in {s.label for s in settings}:
-        settings.append(recommended)
-    return settings
+    return with_setting(settings, recommended)
 
 
 @contextlib.contextmanager
@@ -101,7 +100,7 @@ def run_demo(epochs: int = EPOCHS, *, compare_uncached: bool = True, seed: int =
             settings = demo_settings(rec.n_groups, chosen, task.new_head)
             result = sweep(make, task.train, task.val, settings, epochs=epochs, seed=seed,
                            compare_uncached=compare_uncached, progress=progress)
-            out.append(TaskResult(task, rec, chosen.label, result))
+            out.append(TaskResult(task, rec, chosen, result))
     return out
 
 
@@ -112,5 +111,6 @@ def demo_steps(epochs: int = EPOCHS, compare_uncached: bool = True) -> int:
         rec = recommend(model_factory(task)(), len(task.train[1]), task.domain_shift,
                         new_head=task.new_head)
         settings = demo_settings(rec.n_groups, Setting.from_recommendation(rec), task.new_head)
-        total += len(settings) * epochs * (2 if compare_uncached else 1)
+        total += sum(e for s in settings for _, e in s.phases(epochs)) * (
+            2 if compare_uncached else 1)
     return total

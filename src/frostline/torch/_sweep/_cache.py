@@ -159,14 +159,15 @@ class Layout:
         stubs = tuple(p for p in before if _parent(p) not in prefix)
         return Boundary(b, entry, stubs)
 
-    def prefix_modules(self, b: int) -> list[nn.Module]:
-        """The modules of the first ``b`` groups, and those the cut at ``b`` stubs (eval mode)."""
+    def prefix_paths(self, b: int) -> list[str]:
+        """Paths of the modules of the first ``b`` groups and of those the cut at ``b`` stubs:
+        they run in eval mode, cached or not, so both give the same features."""
         cut = self.boundary(b)
         paths = {p for p, found in self.module_groups.items()
                  if found and max(found) < b and p in self.modules}
         if isinstance(cut, Boundary):
             paths |= set(cut.stubs)
-        return [self.modules[p] for p in sorted(paths)]
+        return sorted(paths)
 
 
 def _parent(path: str) -> str:
@@ -356,7 +357,7 @@ class FeatureCache:
                                   for leaf, rows in zip(leaves, per_example)], per_example)
             self.stores[(name, b)] = store
         if spec != store.spec:
-            return f"the arguments of the boundary's first module change form between batches"
+            return "the arguments of the boundary's first module change form between batches"
         for i, (leaf, rows) in enumerate(zip(leaves, store.per_example)):
             if rows:
                 if not _batch_dim(leaf, size) or leaf.shape[1:] != store.leaves[i].shape[1:]:
@@ -392,7 +393,7 @@ class FeatureCache:
             seen: list[Any] = []
             entry = dict(self.reference.named_modules())[cut.entry]
 
-            def grab(_m: nn.Module, args: tuple, kwargs: dict) -> None:
+            def grab(_m: nn.Module, args: tuple, kwargs: dict, seen: list = seen) -> None:
                 if not seen:
                     seen.append((args, kwargs))
 

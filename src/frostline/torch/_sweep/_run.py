@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -15,7 +14,7 @@ from torch import nn
 from ..._errors import PlanError
 from .._backend import BACKEND
 from ._cache import RECORD, FeatureCache, Layout
-from ._data import epochs_for, objective, source, take
+from ._data import batch_size_of, epochs_for, objective, source, take
 from ._halving import Outcome, halve, run_all, rung_fractions
 from ._progress import progress_bar
 from ._result import SweepResult, SweepRow
@@ -110,8 +109,8 @@ def sweep(make_model: Callable[[], nn.Module], train: Any, val: Any,
     groups = BACKEND.groups(reference, view, **group_options)
     settings = list(settings) if settings is not None else default_settings(len(groups))
     budget = epochs_for(train_src, epochs, min_steps, seed, batch_size)
-    sample = take(next(train_src.load([train_src.in_order(RECORD)[0]]))[0],
-                  torch.arange(min(RECORD, train_src.n)))
+    first = train_src.sample(RECORD)[1]
+    sample = take(first, torch.arange(min(RECORD, batch_size_of(first))))
     with torch.random.fork_rng(devices=[]):
         layout = Layout(reference, groups, view, _on(sample, device))
     wanted = {frozen_prefix(groups, evaluate_plan(plan, view, groups), view)

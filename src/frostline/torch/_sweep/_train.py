@@ -168,12 +168,10 @@ class Run:
         if ctx.cache is not None and ctx.cache.usable(self._boundary):
             self._runner = ctx.cache.runner(self.model, self._boundary, "train")
             self.cached_groups = max(self.cached_groups, self._boundary)
-        if ctx.layout is not None:
-            self._prefix = ctx.layout.prefix_modules(self._boundary)
-        else:
-            names = dict(self.model.named_modules())
-            self._prefix = [names[p] for g in ctx.groups.groups[:self._boundary]
-                            for p in g.modules if p in names]
+        names = dict(self.model.named_modules())
+        paths = ctx.layout.prefix_paths(self._boundary) if ctx.layout is not None else \
+            [p for g in ctx.groups.groups[:self._boundary] for p in g.modules]
+        self._prefix = [names[p] for p in paths if p in names]
         head = set(ctx.groups.groups[-1].leaf_names)
         named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         self.trainable = sum(p.numel() for _, p in named)
