@@ -24,12 +24,13 @@ def _dropout_net() -> nn.Sequential:
 def test_survivors_equal_the_full_sweep_and_the_pruned_are_listed_by_rung():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(64, 4, generator=g)
-    y = (x[:, 0] * x[:, 1] > 0).long()
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
     settings = [Setting.lock(k) for k in (1, 2, 3, 4)] + [Setting.lp_ft(4), Setting.surgical(1)]
     with deterministic():
-        full = fl.sweep(_dropout_net, (x, y), (x, y), settings, epochs=4, batch_size=16)
+        full = fl.sweep(_dropout_net, (x, y), (x, y), settings, epochs=4, batch_size=16,
+                        lr=3e-2)
         halved = fl.sweep(_dropout_net, (x, y), (x, y), settings, epochs=4, batch_size=16,
-                          halving=2)
+                          lr=3e-2, halving=2)
     # 6 candidates, 4 epochs: rungs at 1/4, 1/2 and all of each budget; 3 then 1 pruned.
     assert [p.rung for p in halved.pruned] == [0, 0, 0, 1]
     pruned = {p.label for p in halved.pruned}
@@ -40,6 +41,7 @@ def test_survivors_equal_the_full_sweep_and_the_pruned_are_listed_by_rung():
         assert row.epochs < full.row(row.setting).epochs
     survivors = [r for r in halved.rows if r.pruned_after is None]
     assert len(survivors) == 2
+    assert len({r.val_accuracy for r in full.rows}) > 2  # the rows tell settings apart
     for row in survivors:
         assert row.val_accuracy == full.row(row.setting).val_accuracy
         assert row.steps == full.row(row.setting).steps
