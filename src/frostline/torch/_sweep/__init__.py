@@ -15,12 +15,13 @@ cannot use it, so the saving of a whole sweep depends on how the model's cost is
 """
 
 from ._cache import Boundary, FeatureCache, Layout
+from ._choose import Choice, choose
 from ._data import SweepDataError, accuracy, call_model
 from ._result import Pruned, SweepResult, SweepRow
 from ._run import sweep
 from ._settings import LearningRates, Setting, default_settings
 from ._train import frozen_prefix
 
-__all__ = ["Boundary", "FeatureCache", "LearningRates", "Layout", "Pruned", "Setting",
+__all__ = ["Boundary", "Choice", "choose", "FeatureCache", "LearningRates", "Layout", "Pruned", "Setting",
            "SweepDataError", "SweepResult", "SweepRow", "accuracy", "call_model",
            "default_settings", "frozen_prefix", "sweep"]
