@@ -182,7 +182,8 @@ def _reasons(result: SweepResult, best: SweepRow, prior: Recommendation, prior_s
              n_train: int, n_val: int) -> list[str]:
     finished = sorted((r for r in result.rows if r.finished), key=lambda r: -r.val_accuracy)
     reasons = [f"measured on {n_train:,} training and {n_val:,} validation examples: "
-               f"{len(result.rows)} settings, the finalists trained {best.epochs} epochs "
+               f"{len(result.rows)} settings, the finalists trained {_fine_tune_epochs(best)} "
+               f"epochs" + (" after a linear probe" if best.setting.is_lp_ft else "") + " "
                f"(lr {best.lr})"]
     runner_up = next((r for r in finished if r.setting != best.setting), None)
     reasons.append(f"{best.label!r} reached {_pct(best.val_accuracy)} on validation, the best"

@@ -2,6 +2,7 @@
 
 With ``eta`` = 2 and 8 epochs, candidates train 1 epoch, the better half continues to 2, the
 better half of those to 4, the rest to 8 (as many rungs as the candidates and epochs allow).
+LP-FT runs its whole probe first and is then judged at the same share of its fine-tuning.
 Candidates resume where they stopped (their own model, optimizer, batch order and random state),
 so a candidate that reaches the last rung ends exactly where an uninterrupted run ends: the
 survivors' rows equal the full sweep's rows, only pruning can lose a setting.
@@ -54,14 +55,17 @@ def run_all(runs: Sequence[Run]) -> dict[int, Outcome]:
 def halve(runs: Sequence[Run], eta: int, labels: Sequence[str]) -> tuple[dict[int, Outcome],
                                                                          list[Pruned]]:
     """Successive halving over ``runs``; returns each run's outcome and the pruning record."""
-    fractions = rung_fractions(len(runs), min(r.total_epochs for r in runs), eta)
+    fractions = rung_fractions(len(runs), runs[0].ctx.epochs, eta)
     alive = list(range(len(runs)))
     outcomes: dict[int, Outcome] = {}
     pruned: list[Pruned] = []
     for rung, fraction in enumerate(fractions):
         for i in alive:
             run = runs[i]
-            target = max(1, math.ceil(run.total_epochs * fraction))
+            # LP-FT is judged at the same share of its fine-tuning as the others, after its
+            # whole probe (a probe alone would say little about the fine-tuning to come).
+            probe = run.total_epochs - run.ctx.epochs
+            target = probe + max(1, math.ceil(run.ctx.epochs * fraction))
             run.advance(target - run.epoch)
             outcomes[i] = Outcome(run.evaluate())
         if rung == len(fractions) - 1:
