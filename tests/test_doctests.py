@@ -12,7 +12,9 @@ import pytest
 import frostline.core
 
 CORE = sorted(f"frostline.core.{m.name}" for m in pkgutil.iter_modules(frostline.core.__path__))
-MODULES = ["frostline", "frostline._api", "frostline._errors", "frostline.torch", *CORE]
+SWEEP = [f"frostline.torch._sweep.{m}"
+         for m in ("_settings", "_data", "_halving", "_run", "_choose")]
+MODULES = ["frostline", "frostline._api", "frostline._errors", "frostline.torch", *CORE, *SWEEP]
 
 
 @pytest.mark.parametrize("module_name", MODULES)

@@ -39,7 +39,7 @@ def rung_fractions(n_candidates: int, epochs: int, eta: int) -> list[float]:
     rungs = 0
     while eta ** (rungs + 1) <= min(n_candidates, epochs):
         rungs += 1
-    return [eta ** -(rungs - i) for i in range(rungs + 1)]
+    return [float(eta) ** -(rungs - i) for i in range(rungs + 1)]
 
 
 def run_all(runs: Sequence[Run]) -> dict[int, Outcome]:
