@@ -48,10 +48,17 @@ def test_demo_is_deterministic_and_reports_recommendation_and_best(cli):
     assert sweep_accuracies(first) == sweep_accuracies(second)
     assert torch.get_num_threads() == threads
     assert [t["task"] for t in first["tasks"]] == ["new-digits", "noisy"]
-    for task in first["tasks"]:
+    for task, again in zip(first["tasks"], second["tasks"]):
         rows = {r["label"]: r["val_accuracy"] for r in task["sweep"]["rows"]}
         assert task["recommended_setting"] in rows
         assert rows[task["best_setting"]] == max(rows.values())
+        # The measured choice ran on the same budget: its survivors are full-sweep rows.
+        choice = task["choice"]
+        assert choice == {**again["choice"], "seconds": choice["seconds"],
+                          "sweep": choice["sweep"]}
+        assert choice["setting"] in rows
+        finished = [r for r in choice["sweep"]["rows"] if r["pruned_after"] is None]
+        assert all(r["val_accuracy"] == rows[r["label"]] for r in finished)
 
 
 @pytest.mark.slow

@@ -66,3 +66,18 @@ def test_halving_needs_an_eta_of_two_and_no_uncached_comparison():
         fl.sweep(_dropout_net, (x, y), (x, y), halving=1)
     with pytest.raises(PlanError, match="compare_uncached"):
         fl.sweep(_dropout_net, (x, y), (x, y), halving=2, compare_uncached=True)
+
+
+def test_kept_settings_are_never_pruned():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(32, 4, generator=g)
+    y = (x[:, 0] > 0).long()
+    settings = [Setting.lock(k) for k in (1, 2, 3, 4)]
+    with deterministic():
+        plain = fl.sweep(_dropout_net, (x, y), (x, y), settings, epochs=4, halving=2)
+        weakest = min(plain.pruned, key=lambda p: (p.rung, p.val_accuracy)).label
+        kept = next(s for s in settings if s.label == weakest)
+        result = fl.sweep(_dropout_net, (x, y), (x, y), settings, epochs=4, halving=2,
+                          keep=[kept])
+    assert weakest not in {p.label for p in result.pruned}
+    assert result.row(kept).finished and result.row(kept).epochs == 4

@@ -70,10 +70,10 @@ def add_sweep(commands: Any) -> None:
 
 def add_demo(commands: Any) -> None:
     parser = commands.add_parser(
-        "demo", help="the main job on the embedded default (offline, under 3 minutes)",
+        "demo", help="the main job on the embedded default (offline, a few minutes)",
         description="Transfer the shipped CNN (pretrained on digits 0-4) to digits 5-9 and to "
-        "noisy digits 0-4; for each, recommend a frost line and sweep every setting, printing "
-        "the recommendation next to the measured best.")
+        "noisy digits 0-4; for each, print the rules' pick, the measured choice of fl.choose "
+        "and the full sweep of every setting side by side.")
     _budget_arguments(parser, epochs=8)
     parser.set_defaults(run=run_demo, plot="frostline-demo.png")
     parser.add_argument("--no-plot", action="store_true", help="do not write the plot")
@@ -197,6 +197,8 @@ def _task_text(outcome: Any) -> str:
     lines.append(f"measured best: {best.label!r} {100 * best.val_accuracy:.2f}%; recommended "
                  f"{chosen.label!r} {100 * chosen.val_accuracy:.2f}%"
                  + (" (the best)" if gap == 0 else f" ({gap:.2f} points below the best)"))
+    if outcome.choice is not None:
+        lines += _compared(outcome)
     lines += list(result.notes)
     if result.baseline is not None:
         same = [a.val_accuracy == result.baseline.row(a.setting).val_accuracy
@@ -213,6 +215,30 @@ def _task_text(outcome: Any) -> str:
             + ("identical" if all(same) else f"differ in {same.count(False)} settings")
             + " cached vs uncached")
     return "\n".join(lines)
+
+
+def _compared(outcome: Any) -> list[str]:
+    """Rules vs the measured choice vs the full sweep, as shares of the full sweep's best."""
+    result, choice = outcome.result, outcome.choice
+    best = result.best
+    rules = outcome.recommended_row
+    chosen = choice.result.best
+
+    def share(value: float) -> str:
+        return f"{100 * value / best.val_accuracy:.1f}% of the best" if best.val_accuracy else "-"
+
+    full_epochs = sum(r.epochs for r in result.rows)
+    chose_epochs = sum(r.epochs for r in choice.result.rows)
+    return [
+        f"rules of thumb: {rules.label!r} {100 * rules.val_accuracy:.2f}% "
+        f"({share(rules.val_accuracy)})",
+        f"fl.choose (measured, successive halving): {chosen.label!r} "
+        f"{100 * chosen.val_accuracy:.2f}% ({share(chosen.val_accuracy)}), {chose_epochs} "
+        f"training epochs in {choice.seconds:.2f} s",
+        f"full sweep: {best.label!r} {100 * best.val_accuracy:.2f}%, {full_epochs} training "
+        f"epochs in {result.seconds:.2f} s"
+        + (f" cached ({result.baseline.seconds:.2f} s uncached)" if result.baseline else ""),
+    ]
 
 
 def _table(outcome: Any) -> Table:
@@ -245,8 +271,14 @@ def _task_dict(outcome: Any) -> dict[str, Any]:
     return {"task": task.name, "description": task.description,
             "n_train": len(task.train[1]), "n_val": len(task.val[1]),
             "domain_shift": task.domain_shift, "recommendation": outcome.recommendation.to_dict(),
-            "recommended_setting": outcome.recommended.label, "best_setting": outcome.result.best.label,
-            "sweep": outcome.result.to_dict()}
+            "recommended_setting": outcome.recommended.label,
+            "best_setting": outcome.result.best.label, "sweep": outcome.result.to_dict(),
+            "choice": None if outcome.choice is None else {
+                "recommendation": outcome.choice.recommendation.to_dict(),
+                "setting": outcome.choice.result.best.label,
+                "val_accuracy": outcome.choice.result.best.val_accuracy,
+                "seconds": outcome.choice.seconds,
+                "sweep": outcome.choice.result.to_dict()}}
 
 
 def _plot(outcomes: list[Any], path: str) -> str:

@@ -4,8 +4,8 @@ The rules of thumb (``fl.recommend``) give a prior from the data set's size and 
 shift. ``choose`` then measures: every frost line (the last k groups, for every k), LP-FT,
 surgical fine-tuning of the first groups, and the prior, on the user's data. It screens them
 cheaply (the frozen prefix's features are cached, successive halving stops the weaker half
-after a slice of the budget) and trains the finalists to the end; the recommendation is the
-best finalist, with reasons that cite what was measured.
+after a slice of the budget) and trains the finalists to the end, the prior always among them;
+the recommendation is the best finalist, with reasons that cite what was measured.
 """
 
 from __future__ import annotations
@@ -129,6 +129,7 @@ def choose(make_model: Callable[[], nn.Module], train: Any, val: Any, *, shift: 
     result = sweep(make_model, train_src, val_src, settings, epochs=epochs,
                    batch_size=batch_size, lr=lr, body_lr=body_lr, lr_grid=lr_grid,
                    min_steps=min_steps, halving=halving if len(settings) > 1 else None,
+                   keep=[prior_setting],
                    seed=seed, cache=cache, device=device, amp=amp, loss=loss, metric=metric,
                    deterministic=deterministic, progress=progress, **group_options)
     best = result.best
@@ -193,8 +194,9 @@ def _reasons(result: SweepResult, best: SweepRow, prior: Recommendation, prior_s
     if prior_setting == best.setting:
         reasons.append(f"the rules of thumb agree ({prior.strategy}, {prior_setting.label!r})")
     elif prior_row.finished:
-        reasons.append(f"the rules of thumb said {prior.strategy} ({prior_setting.label!r}): "
-                       f"{_pct(prior_row.val_accuracy)}, {_ratio(prior_row, best)} of the best")
+        reasons.append(f"the rules of thumb said {prior.strategy} ({prior_setting.label!r}), "
+                       f"trained to the end beside the finalists: {_pct(prior_row.val_accuracy)}, "
+                       f"{_ratio(prior_row, best)} of the best")
     elif prior_row.diverged:
         reasons.append(f"the rules of thumb said {prior.strategy} ({prior_setting.label!r}): its "
                        "loss diverged")

@@ -52,9 +52,12 @@ def run_all(runs: Sequence[Run]) -> dict[int, Outcome]:
     return outcomes
 
 
-def halve(runs: Sequence[Run], eta: int, labels: Sequence[str]) -> tuple[dict[int, Outcome],
-                                                                         list[Pruned]]:
-    """Successive halving over ``runs``; returns each run's outcome and the pruning record."""
+def halve(runs: Sequence[Run], eta: int, labels: Sequence[str],
+          protected: frozenset[int] = frozenset()) -> tuple[dict[int, Outcome], list[Pruned]]:
+    """Successive halving over ``runs``; returns each run's outcome and the pruning record.
+
+    Runs whose index is in ``protected`` are never pruned (they go on beside the better share).
+    """
     fractions = rung_fractions(len(runs), runs[0].ctx.epochs, eta)
     alive = list(range(len(runs)))
     outcomes: dict[int, Outcome] = {}
@@ -72,11 +75,12 @@ def halve(runs: Sequence[Run], eta: int, labels: Sequence[str]) -> tuple[dict[in
             break
         ranked = sorted(alive, key=lambda i: _rank(outcomes[i].score), reverse=True)
         keep = max(1, math.ceil(len(alive) / eta))
-        for i in ranked[keep:]:
+        kept = set(ranked[:keep]) | (protected & set(alive))
+        for i in [i for i in ranked if i not in kept]:
             outcomes[i] = Outcome(outcomes[i].score, runs[i].epoch, rung)
             pruned.append(Pruned(labels[i], runs[i].epoch, outcomes[i].score, rung))
             runs[i].release()
-        alive = sorted(ranked[:keep])
+        alive = sorted(kept)
     for i in alive:
         runs[i].release()
     return outcomes, pruned

@@ -26,7 +26,7 @@ def sweep(make_model: Callable[[], nn.Module], train: Any, val: Any,
           settings: Sequence[Setting] | None = None, *, epochs: int = 5, batch_size: int = 32,
           lr: float = 3e-3, body_lr: float | None = None,
           lr_grid: Sequence[tuple[float, float]] | None = None, min_steps: int = 0,
-          halving: int | None = None, seed: int = 0, cache: bool = True,
+          halving: int | None = None, keep: Sequence[Setting] = (), seed: int = 0, cache: bool = True,
           compare_uncached: bool = False, deterministic: bool | None = None,
           device: str | torch.device | None = None, amp: bool = False,
           loss: Callable | None = None, metric: Callable | None = None,
@@ -55,6 +55,7 @@ def sweep(make_model: Callable[[], nn.Module], train: Any, val: Any,
             steps (a fair budget on small data sets).
         halving: successive halving with this ``eta`` (2: the better half goes on); the result
             lists the pruned settings. None trains every setting to the end.
+        keep: settings successive halving never prunes (``fl.choose`` keeps the rules' pick).
         seed: seeds the model head, the batch order and everything else random.
         cache: reuse the frozen prefix's outputs (see ``frostline.torch._sweep._cache``).
         compare_uncached: also run every setting without the cache first, and keep that run as
@@ -139,7 +140,9 @@ def sweep(make_model: Callable[[], nn.Module], train: Any, val: Any,
             ctx.progress = advance
         if halving:
             runs = [Run(contexts[cache], s, r) for s in settings for r in grid]
-            outcomes, pruned = halve(runs, halving, [r.setting.label for r in runs])
+            outcomes, pruned = halve(runs, halving, [r.setting.label for r in runs],
+                                     frozenset(i for i, r in enumerate(runs)
+                                               if r.setting in keep))
             rows[cache] = [_row(s, [(runs[i], outcomes[i]) for i in range(len(runs))
                                     if runs[i].setting == s]) for s in settings]
         else:
