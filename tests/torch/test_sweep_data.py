@@ -170,3 +170,14 @@ def test_data_of_the_wrong_form_is_refused():
         fl.sweep(_mlp, (x, torch.zeros(5, dtype=torch.long)), (x, x), epochs=1)
     with pytest.raises(SweepDataError, match="must be"):
         fl.sweep(_mlp, 3, 4, epochs=1)
+
+
+def test_a_device_and_mixed_precision_train_cached_as_uncached():
+    x, y = torch.randn(32, 4), torch.randint(0, 2, (32,))
+    with deterministic():
+        result = fl.sweep(_mlp, (x, y), (x, y), [Setting.lock(1), Setting.lock(2)], epochs=2,
+                          batch_size=8, device="cpu", amp=True, compare_uncached=True)
+    assert [r.cached_groups for r in result.rows] == [2, 1]
+    assert [r.val_accuracy for r in result.rows] == \
+        [r.val_accuracy for r in result.baseline.rows]
+    assert result.rows[0].steps == 8
