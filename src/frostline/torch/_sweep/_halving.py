@@ -11,14 +11,15 @@ survivors' rows equal the full sweep's rows, only pruning can lose a setting.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ._result import Pruned
-from ._train import Run
+from ._scale import gather, mine
+from ._train import Run, RunSummary
 
 
-@dataclass
+@dataclass(frozen=True)
 class Outcome:
     """A run's last validation metric and, when pruned, after how many epochs."""
 
@@ -42,48 +43,63 @@ def rung_fractions(n_candidates: int, epochs: int, eta: int) -> list[float]:
     return [float(eta) ** -(rungs - i) for i in range(rungs + 1)]
 
 
-def run_all(runs: Sequence[Run]) -> dict[int, Outcome]:
+def run_all(runs: Sequence[Run]) -> list[tuple[RunSummary, Outcome]]:
     """Every run to the end of its budget, one after the other (the full sweep)."""
-    outcomes = {}
-    for i, run in enumerate(runs):
+    out = []
+    for run in runs:
         run.advance(run.total_epochs)
-        outcomes[i] = Outcome(run.evaluate())
+        out.append((run.summary(), Outcome(run.evaluate())))
         run.release()
-    return outcomes
+    return out
 
 
-def halve(runs: Sequence[Run], eta: int, labels: Sequence[str],
-          protected: frozenset[int] = frozenset()) -> tuple[dict[int, Outcome], list[Pruned]]:
-    """Successive halving over ``runs``; returns each run's outcome and the pruning record.
+def halve(make_run: Callable[[int], Run], n: int, epochs: int, eta: int, labels: Sequence[str],
+          protected: frozenset[int] = frozenset()
+          ) -> tuple[dict[int, tuple[RunSummary, Outcome]], list[Pruned]]:
+    """Successive halving over runs ``0..n-1`` (``make_run(i)`` builds run ``i``).
 
     Runs whose index is in ``protected`` are never pruned (they go on beside the better share).
+    Under ``torch.distributed`` each process trains its share of the runs and all agree on what
+    to prune from the gathered scores.
+
+    Returns:
+        ``{i: (summary, outcome)}`` for every run, and the pruning record in order.
     """
-    fractions = rung_fractions(len(runs), runs[0].ctx.epochs, eta)
-    alive = list(range(len(runs)))
+    fractions = rung_fractions(n, epochs, eta)
+    runs = {i: make_run(i) for i in range(n) if mine(i)}
+    alive = list(range(n))
     outcomes: dict[int, Outcome] = {}
+    stopped: dict[int, int] = {}
     pruned: list[Pruned] = []
     for rung, fraction in enumerate(fractions):
+        local = {}
         for i in alive:
-            run = runs[i]
-            # LP-FT is judged at the same share of its fine-tuning as the others, after its
-            # whole probe (a probe alone would say little about the fine-tuning to come).
-            probe = run.total_epochs - run.ctx.epochs
-            target = probe + max(1, math.ceil(run.ctx.epochs * fraction))
-            run.advance(target - run.epoch)
-            outcomes[i] = Outcome(run.evaluate())
+            if i in runs:
+                run = runs[i]
+                # LP-FT is judged at the same share of its fine-tuning as the others, after
+                # its whole probe (a probe alone would say little about the fine-tuning to come).
+                probe = run.total_epochs - run.ctx.epochs
+                run.advance(probe + max(1, math.ceil(run.ctx.epochs * fraction)) - run.epoch)
+                local[i] = (run.evaluate(), run.epoch)
+        scores = gather(local)
+        for i in alive:
+            outcomes[i] = Outcome(scores[i][0])
         if rung == len(fractions) - 1:
             break
         ranked = sorted(alive, key=lambda i: _rank(outcomes[i].score), reverse=True)
         keep = max(1, math.ceil(len(alive) / eta))
         kept = set(ranked[:keep]) | (protected & set(alive))
         for i in [i for i in ranked if i not in kept]:
-            outcomes[i] = Outcome(outcomes[i].score, runs[i].epoch, rung)
-            pruned.append(Pruned(labels[i], runs[i].epoch, outcomes[i].score, rung))
-            runs[i].release()
+            outcomes[i] = Outcome(outcomes[i].score, scores[i][1], rung)
+            stopped[i] = scores[i][1]
+            pruned.append(Pruned(labels[i], scores[i][1], outcomes[i].score, rung))
+            if i in runs:
+                runs[i].release()
         alive = sorted(kept)
-    for i in alive:
-        runs[i].release()
-    return outcomes, pruned
+    summaries = gather({i: run.summary() for i, run in runs.items()})
+    for run in runs.values():
+        run.release()
+    return {i: (summaries[i], outcomes[i]) for i in range(n)}, pruned
 
 
 def _rank(score: float) -> float:

@@ -18,8 +18,9 @@ from ._data import batch_size_of, epochs_for, objective, source, take
 from ._halving import Outcome, halve, run_all, rung_fractions
 from ._progress import progress_bar
 from ._result import SweepResult, SweepRow
+from ._scale import gather, mine
 from ._settings import LearningRates, Setting, default_settings
-from ._train import Context, Run, evaluate_plan, frozen_prefix
+from ._train import Context, Run, RunSummary, evaluate_plan, frozen_prefix
 
 
 def sweep(make_model: Callable[[], nn.Module], train: Any, val: Any,
@@ -139,20 +140,21 @@ def sweep(make_model: Callable[[], nn.Module], train: Any, val: Any,
         for ctx in contexts.values():
             ctx.progress = advance
         if halving:
-            runs = [Run(contexts[cache], s, r) for s in settings for r in grid]
-            outcomes, pruned = halve(runs, halving, [r.setting.label for r in runs],
-                                     frozenset(i for i, r in enumerate(runs)
-                                               if r.setting in keep))
-            rows[cache] = [_row(s, [(runs[i], outcomes[i]) for i in range(len(runs))
-                                    if runs[i].setting == s]) for s in settings]
+            pairs = [(s, r) for s in settings for r in grid]
+            measured, pruned = halve(lambda i: Run(contexts[cache], *pairs[i]), len(pairs),
+                                     budget, halving, [s.label for s, _ in pairs],
+                                     frozenset(i for i, (s, _) in enumerate(pairs)
+                                               if s in keep))
+            rows[cache] = [_row(s, [measured[i] for i in range(len(pairs)) if pairs[i][0] == s])
+                           for s in settings]
         else:
-            # Settings run one at a time in every mode, so a slow patch of the machine hits both.
-            for setting in settings:
-                for mode in modes:
-                    runs = [Run(contexts[mode], setting, r) for r in grid]
-                    outcomes = run_all(runs)
-                    rows[mode].append(_row(setting, [(runs[i], outcomes[i])
-                                                     for i in range(len(runs))]))
+            # Settings run one at a time in every mode, so a slow patch of the machine hits
+            # both; under torch.distributed each process runs its share of the settings.
+            local = {(i, mode): run_all([Run(contexts[mode], setting, r) for r in grid])
+                     for i, setting in enumerate(settings) if mine(i) for mode in modes}
+            measured = gather(local)
+            for mode in modes:
+                rows[mode] = [_row(s, measured[(i, mode)]) for i, s in enumerate(settings)]
     results = {}
     for mode in modes:
         used = features if mode else None
@@ -211,9 +213,9 @@ def _notes(cache: bool, features: FeatureCache | None, wanted: set[int], n_group
     return notes
 
 
-def _row(setting: Setting, runs: list[tuple[Run, Outcome]]) -> SweepRow:
+def _row(setting: Setting, runs: list[tuple[RunSummary, Outcome]]) -> SweepRow:
     """The row of ``setting``: its best run (finished, highest metric), costs summed."""
-    def rank(item: tuple[Run, Outcome]) -> tuple[int, float]:
+    def rank(item: tuple[RunSummary, Outcome]) -> tuple[int, float]:
         run, outcome = item
         finite = not run.diverged and math.isfinite(outcome.score)
         return (int(finite and outcome.pruned_after is None),
@@ -229,7 +231,7 @@ def _row(setting: Setting, runs: list[tuple[Run, Outcome]]) -> SweepRow:
         unlocked_groups=setting.unlocked_groups,
         trainable_params=best_run.trainable,
         val_accuracy=float("nan") if diverged else best.score,
-        epochs=best_run.epoch,
+        epochs=best_run.epochs,
         steps=best_run.steps,
         lr=best_run.lr,
         epoch_seconds=sum(times) / len(times) if times else 0.0,

@@ -77,6 +77,23 @@ def evaluate_plan(plan: Plan, view: TreeView, groups: Groups) -> Mask:
         raise PlanError(f"setting {plan} does not fit the model: {exc}") from None
 
 
+@dataclass(frozen=True)
+class RunSummary:
+    """What a run measured, without its model (so it can travel between processes)."""
+
+    setting: Setting
+    lr: LearningRates
+    epochs: int
+    steps: int
+    diverged: bool
+    memory: float
+    cached_groups: int
+    trainable: int
+    epoch_times: tuple[float, ...]
+    seconds: float
+    cpu_seconds: float
+
+
 class Run:
     """One setting trained at one pair of learning rates."""
 
@@ -243,6 +260,11 @@ class Run:
                     runner.store = ctx.cache.stores[("train", self._boundary)]
             value = float(ctx.objective.metric(torch.cat(outputs), torch.cat(labels)))
         return value
+
+    def summary(self) -> RunSummary:
+        return RunSummary(self.setting, self.lr, self.epoch, self.steps, self.diverged,
+                          self.memory, self.cached_groups, self.trainable,
+                          tuple(self.epoch_times), self.seconds, self.cpu_seconds)
 
     def release(self) -> None:
         """Drop the model and optimizer (the measurements stay)."""
