@@ -150,8 +150,8 @@ def test_the_head_learning_rate_moves_only_the_head():
     torch.manual_seed(0)
     before = _mlp()
     src = source((x, y), "training")
-    ctx = Context(_mlp, fl.groups(before), None, None, src, src, objective(None, None), 2, 16, 0,
-                  None)
+    ctx = Context(_mlp, fl.groups(before), None, None, None, src, src, objective(None, None),
+                  epochs=2, batch_size=16, seed=0, device=None)
     run = Run(ctx, Setting.lock(3), LearningRates(1e-1, 1e-7))
     run.advance(2)
     finals = dict(run.model.named_parameters())

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ...core.groups import Grouping
 from ...core.recommend import (
     FULL,
     LINEAR_PROBE,
@@ -30,12 +31,12 @@ from ...core.recommend import (
     Recommendation,
     recommend_for_groups,
 )
-from .._backend import BACKEND
+from ...core.resolve import resolve
 from ._data import source
 from ._result import SweepResult, SweepRow
 from ._run import sweep
 from ._settings import Setting, with_setting
-from ._train import evaluate_plan
+from ._train import resolve_plan
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ def choose(make_model: Callable[[], nn.Module], train: Any, val: Any, *, shift: 
            halving: int | None = 2, cache: bool = True, device: str | torch.device | None = None,
            amp: bool = False, loss: Callable | None = None, metric: Callable | None = None,
            deterministic: bool | None = None, progress: bool | Callable[[str], None] = False,
-           **group_options: Any) -> Choice:
+           grouping: Grouping | None = None) -> Choice:
     """Choose which groups train by measuring them on your data.
 
     Args:
@@ -100,7 +101,8 @@ def choose(make_model: Callable[[], nn.Module], train: Any, val: Any, *, shift: 
         min_steps: every setting takes at least this many optimizer steps (epochs are raised
             on small data sets), so that a linear probe is not judged on 10 steps.
         halving: successive halving's ``eta`` (None: train every setting to the end).
-        **group_options: passed to ``fl.groups``.
+        grouping: how to build the groups (:class:`~frostline.Grouping`); the recommended
+            plan carries it.
 
     Returns:
         A :class:`Choice`.
@@ -120,8 +122,8 @@ def choose(make_model: Callable[[], nn.Module], train: Any, val: Any, *, shift: 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         reference = make_model()
-    view = BACKEND.view(reference)
-    groups = BACKEND.groups(reference, view, **group_options)
+    resolved = resolve(reference, grouping=grouping)
+    reference, groups = resolved.model, resolved.groups
     n = len(groups)
     prior = recommend_for_groups(n, train_src.n, shift, new_head=new_head)
     prior_setting = Setting.from_recommendation(prior)
@@ -131,11 +133,13 @@ def choose(make_model: Callable[[], nn.Module], train: Any, val: Any, *, shift: 
                    min_steps=min_steps, halving=halving if len(settings) > 1 else None,
                    keep=[prior_setting],
                    seed=seed, cache=cache, device=device, amp=amp, loss=loss, metric=metric,
-                   deterministic=deterministic, progress=progress, **group_options)
+                   deterministic=deterministic, progress=progress, grouping=grouping)
     best = result.best
-    trainable = _trainable_groups(best.setting, reference, view, groups)
+    trainable = _trainable_groups(best.setting, reference, grouping)
+    plan = best.setting.plan if grouping is None else \
+        best.setting.plan.with_grouping(grouping.without_input())
     measured = Recommendation(
-        plan=best.setting.plan, unlocked_groups=len(trainable), trainable_groups=trainable,
+        plan=plan, unlocked_groups=len(trainable), trainable_groups=trainable,
         n_groups=n, strategy=_strategy(best.setting, trainable, n),
         reasons=tuple(_reasons(result, best, prior, prior_setting, train_src.n, val_src.n)),
         schedule=_schedule(best),
@@ -143,10 +147,11 @@ def choose(make_model: Callable[[], nn.Module], train: Any, val: Any, *, shift: 
     return Choice(measured, prior, result, time.perf_counter() - start)
 
 
-def _trainable_groups(setting: Setting, model: nn.Module, view: Any, groups: Any
+def _trainable_groups(setting: Setting, model: nn.Module, grouping: Grouping | None
                       ) -> tuple[int, ...]:
-    mask = evaluate_plan(setting.plan, view, groups).as_dict()
-    return tuple(i for i, group in enumerate(groups)
+    resolved = resolve_plan(model, setting.plan, grouping)
+    mask = resolved.mask.as_dict()
+    return tuple(i for i, group in enumerate(resolved.groups)
                  if any(mask.get(name, False) for name in group.leaf_names))
 
 

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from ..._errors import PlanError
-from .._backend import BACKEND
+from ...core.groups import Grouping
+from ...core.resolve import resolve
 from ._cache import RECORD, FeatureCache, Layout
 from ._data import batch_size_of, epochs_for, objective, source, take
 from ._halving import Outcome, halve, run_all, rung_fractions
@@ -20,7 +21,7 @@ from ._progress import progress_bar
 from ._result import SweepResult, SweepRow
 from ._scale import gather, mine
 from ._settings import LearningRates, Setting, default_settings
-from ._train import Context, Run, RunSummary, evaluate_plan, frozen_prefix
+from ._train import Context, Run, RunSummary, frozen_prefix, resolve_plan
 
 
 def sweep(make_model: Callable[[], nn.Module], train: Any, val: Any,
@@ -32,7 +33,7 @@ def sweep(make_model: Callable[[], nn.Module], train: Any, val: Any,
           device: str | torch.device | None = None, amp: bool = False,
           loss: Callable | None = None, metric: Callable | None = None,
           cache_memory_mb: float = 2048.0, progress: bool | Callable[[str], None] = False,
-          **group_options: Any) -> SweepResult:
+          grouping: Grouping | None = None) -> SweepResult:
     """Train every setting on the same budget and measure the metric, time and memory.
 
     Args:
@@ -71,7 +72,7 @@ def sweep(make_model: Callable[[], nn.Module], train: Any, val: Any,
         cache_memory_mb: cached features past this size go to a memory-mapped file.
         progress: True for a progress bar with the time left (on a terminal), or a callable
             called with the setting's label after every epoch.
-        **group_options: passed to ``fl.groups`` (``coarse``, ``spec``, ...).
+        grouping: how to build the groups the settings refer to (:class:`~frostline.Grouping`).
 
     Returns:
         A :class:`SweepResult`.
@@ -105,17 +106,17 @@ def sweep(make_model: Callable[[], nn.Module], train: Any, val: Any,
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         reference = make_model()
+    resolved = resolve(reference, grouping=grouping)
+    reference, view, groups = resolved.model, resolved.view, resolved.groups
     if device is not None:
         reference.to(device)
-    view = BACKEND.view(reference)
-    groups = BACKEND.groups(reference, view, **group_options)
     settings = list(settings) if settings is not None else default_settings(len(groups))
     budget = epochs_for(train_src, epochs, min_steps, seed, batch_size)
     first = train_src.sample(RECORD)[1]
     sample = take(first, torch.arange(min(RECORD, batch_size_of(first))))
     with torch.random.fork_rng(devices=[]):
         layout = Layout(reference, groups, view, _on(sample, device))
-    wanted = {frozen_prefix(groups, evaluate_plan(plan, view, groups), view)
+    wanted = {frozen_prefix(groups, resolve_plan(reference, plan, grouping).mask, view)
               for s in settings for plan, _ in s.phases(1)}
     features = None
     if cache:
@@ -124,7 +125,7 @@ def sweep(make_model: Callable[[], nn.Module], train: Any, val: Any,
         features.prepare({b for b in wanted if 0 < b < len(groups)})
     notes = _notes(cache, features, wanted, len(groups), budget, epochs)
     modes = [False, True] if cache and compare_uncached else [cache]
-    contexts = {mode: Context(make_model, groups, layout, features if mode else None, train_src,
+    contexts = {mode: Context(make_model, groups, grouping, layout, features if mode else None, train_src,
                               val_src, objective(loss, metric), budget, batch_size, seed, device,
                               autocast) for mode in modes}
     total = sum(len(s.phases(budget)) and sum(c for _, c in s.phases(budget))

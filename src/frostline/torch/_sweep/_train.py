@@ -17,12 +17,13 @@ import torch
 from torch import nn
 
 from ..._errors import FrostlineError, PlanError
-from ...core.groups import Groups
+from ...core.groups import Grouping, Groups
 from ...core.leaves import PARAM, Leaf, TreeView
 from ...core.mask import Mask
 from ...core.norms import STAT_NAMES, is_batchnorm
 from ...core.plan import Plan
-from .._backend import BACKEND
+from ...core.resolve import Resolved, resolve
+from .._apply import apply_mask
 from ._cache import CachedRunner, FeatureCache, Layout
 from ._data import Objective, Source, call_model, to_device
 from ._settings import LearningRates, Setting
@@ -36,6 +37,7 @@ class Context:
 
     make_model: Callable[[], nn.Module]
     groups: Groups
+    grouping: Grouping | None
     layout: Layout | None
     cache: FeatureCache | None
     train: Source
@@ -70,11 +72,15 @@ def _is_stat(leaf: Leaf) -> bool:
     return leaf.path[-1] in STAT_NAMES and bool(leaf.owners) and is_batchnorm(leaf.owners[-1])
 
 
-def evaluate_plan(plan: Plan, view: TreeView, groups: Groups) -> Mask:
+def resolve_plan(model: nn.Module, plan: Plan, grouping: Grouping | None) -> Resolved:
+    """``fl.resolve(model, plan, grouping)`` with its mask evaluated (a plan that does not fit
+    the model is a :class:`PlanError` naming the setting)."""
+    resolved = resolve(model, plan, grouping)
     try:
-        return plan.evaluate(view, groups)
+        _ = resolved.mask  # evaluated here, so a misfit names the setting
     except FrostlineError as exc:
         raise PlanError(f"setting {plan} does not fit the model: {exc}") from None
+    return resolved
 
 
 @dataclass(frozen=True)
@@ -178,10 +184,10 @@ class Run:
         if self._runner is not None:
             self._runner.remove()
             self._runner = None
-        view = BACKEND.view(self.model)
-        mask = evaluate_plan(plan, view, ctx.groups)
-        BACKEND.apply(self.model, mask, plan)
-        self._boundary = frozen_prefix(ctx.groups, mask, view)
+        resolved = resolve_plan(self.model, plan, ctx.grouping)
+        self.model = resolved.model
+        apply_mask(resolved.model, resolved.mask, plan)
+        self._boundary = frozen_prefix(resolved.groups, resolved.mask, resolved.view)
         if ctx.cache is not None and ctx.cache.usable(self._boundary):
             self._runner = ctx.cache.runner(self.model, self._boundary, "train")
             self.cached_groups = max(self.cached_groups, self._boundary)
