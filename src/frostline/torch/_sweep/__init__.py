@@ -7,7 +7,8 @@ only by what trains (and the learning rates, when a grid is given).
 Modules, one job each: ``_settings`` (what is compared), ``_data`` (tensors, loaders and
 iterables addressed by example index), ``_cache`` (the frozen prefix's features, any
 architecture), ``_train`` (one setting at one learning rate, epoch by epoch), ``_halving``
-(successive halving), ``_run`` (``fl.sweep``), ``_choose`` (``fl.choose``), ``_result``.
+(successive halving), ``_scale`` (settings spread over ``torch.distributed`` ranks), ``_run``
+(``fl.sweep``), ``_choose`` (``fl.choose``), ``_result`` (rows and results), ``_progress``.
 
 The cache skips only the forward pass of the frozen prefix: the groups that train still run
 forward and backward, and settings that train the first group (full or surgical fine-tuning)
