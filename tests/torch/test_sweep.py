@@ -12,7 +12,13 @@ import frostline as fl
 from frostline import FrostlineError, Plan, PlanError
 from frostline.demo import pretrained_digit_net, reset_head, tasks
 from frostline.demo._run import deterministic
-from frostline.torch._sweep import LearningRates, Setting, default_settings, frozen_prefix
+from frostline.torch._sweep import (
+    FeatureCache,
+    LearningRates,
+    Setting,
+    default_settings,
+    frozen_prefix,
+)
 from frostline.torch._sweep._data import objective, source
 from frostline.torch._sweep._train import Context, Run
 
@@ -70,7 +76,7 @@ def test_reported_times_are_bounded_by_known_sleeps_and_an_outside_stopwatch():
     x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
     settings = [Setting.lock(1), Setting.lock(2)]
     calls = []
-    original = fl.sweep.__globals__["FeatureCache"].prepare
+    original = FeatureCache.prepare
 
     def counted_prepare(self, wanted):
         before = slow.calls
@@ -79,7 +85,7 @@ def test_reported_times_are_bounded_by_known_sleeps_and_an_outside_stopwatch():
 
     start = time.perf_counter()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(fl.sweep.__globals__["FeatureCache"], "prepare", counted_prepare)
+        patch.setattr(FeatureCache, "prepare", counted_prepare)
         result = fl.sweep(make, (x, y), (x, y), settings, epochs=2, batch_size=16,
                           compare_uncached=True)
     outside = time.perf_counter() - start

@@ -160,3 +160,42 @@ def test_the_frozen_groups_run_once_per_example_in_a_whole_sweep():
     # the same pass), plus the sample check (8 examples of each split per boundary) and the
     # recording pass (3 examples); never again per setting or epoch.
     assert sum(seen) == 64 + 32 + 3 * 2 * 8 + 3
+
+
+class _Boxed:
+    """An output type that is no pytree: a stub can only hand back the recorded one."""
+
+    def __init__(self, value: torch.Tensor) -> None:
+        self.value = value
+
+
+class _BoxStem(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 8)
+
+    def forward(self, x):
+        return _Boxed(self.linear(x))
+
+
+class _BoxedModel(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = _BoxStem()
+        self.scale = nn.Linear(8, 8)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x):
+        boxed = self.stem(x)
+        return self.head(self.scale(boxed.value) + boxed.value)
+
+
+def test_a_model_that_fails_from_cached_features_trains_uncached_with_the_reason():
+    torch.manual_seed(0)
+    x, y = torch.randn(24, 4), torch.randint(0, 2, (24,))
+    with deterministic():
+        result = fl.sweep(_BoxedModel, (x, y), (x, y), [Setting.lock(2)], epochs=1,
+                          compare_uncached=True)
+    assert result.rows[0].cached_groups == 0
+    assert any("feature caching off" in note for note in result.notes)
+    assert result.rows[0].val_accuracy == result.baseline.rows[0].val_accuracy

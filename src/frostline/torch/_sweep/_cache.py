@@ -415,6 +415,10 @@ class FeatureCache:
             try:
                 with torch.no_grad(), self.autocast():
                     cached = runner(self.reference, sample, inputs)
+            except Exception as exc:  # noqa: BLE001 - any failure means: do not cache here
+                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                return (f"the model does not run from features cached at group {b} "
+                        f"({type(exc).__name__}: {first})")
             finally:
                 runner.remove()
             if not _close(cached, direct):
