@@ -125,10 +125,11 @@ def _bn_net() -> nn.Sequential:
 
 def test_a_batchnorm_model_trains_when_the_last_batch_would_hold_one_example():
     x, y = torch.randn(33, 4), torch.randint(0, 2, (33,))
-    result = fl.sweep(_bn_net, (x, y), (x, y), [Setting.lock(1)], epochs=2, batch_size=32)
+    everything = Setting.lock(len(fl.groups(_bn_net())))  # BatchNorm in training mode
+    result = fl.sweep(_bn_net, (x, y), (x, y), [everything], epochs=2, batch_size=32)
     assert result.rows[0].steps == 2  # the 33rd example joins the batch before it
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=32)
-    result = fl.sweep(_bn_net, loader, loader, [Setting.lock(1)], epochs=2)
+    result = fl.sweep(_bn_net, loader, loader, [everything], epochs=2)
     assert result.rows[0].steps == 2  # the batch of one is skipped
 
 
