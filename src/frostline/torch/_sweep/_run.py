@@ -15,7 +15,7 @@ from ..._errors import PlanError
 from ...core.groups import Grouping
 from ...core.resolve import resolve
 from ._cache import RECORD, FeatureCache, Layout
-from ._data import batch_size_of, epochs_for, objective, source, take
+from ._data import batch_size_of, epochs_for, objective, source, take, to_device
 from ._halving import Outcome, halve, run_all, rung_fractions
 from ._progress import progress_bar
 from ._result import SweepResult, SweepRow
@@ -115,7 +115,7 @@ def sweep(make_model: Callable[[], nn.Module], train: Any, val: Any,
     first = train_src.sample(RECORD)[1]
     sample = take(first, torch.arange(min(RECORD, batch_size_of(first))))
     with torch.random.fork_rng(devices=[]):
-        layout = Layout(reference, groups, view, _on(sample, device))
+        layout = Layout(reference, groups, view, to_device(sample, device))
     wanted = {frozen_prefix(groups, resolve_plan(reference, plan, grouping).mask, view)
               for s in settings for plan, _ in s.phases(1)}
     features = None
@@ -125,15 +125,12 @@ def sweep(make_model: Callable[[], nn.Module], train: Any, val: Any,
         features.prepare({b for b in wanted if 0 < b < len(groups)})
     notes = _notes(cache, features, wanted, len(groups), budget, epochs)
     modes = [False, True] if cache and compare_uncached else [cache]
-    contexts = {mode: Context(make_model, groups, grouping, layout, features if mode else None, train_src,
-                              val_src, objective(loss, metric), budget, batch_size, seed, device,
-                              autocast) for mode in modes}
-    total = sum(len(s.phases(budget)) and sum(c for _, c in s.phases(budget))
-                for s in settings) * len(grid) * len(modes)
-    if halving:
-        total = math.ceil(total * sum(1 / halving ** i for i in range(len(
-            rung_fractions(len(settings) * len(grid), budget, halving)))) / 2)
-    bar = progress_bar("sweep", total, enabled=progress is True) if progress is True else \
+    contexts = {mode: Context(make_model, groups, grouping, layout,
+                              features if mode else None, train_src, val_src,
+                              objective(loss, metric), budget, batch_size, seed, device, autocast)
+                for mode in modes}
+    total = _epochs(settings, budget, len(grid) * len(modes), halving)
+    bar = progress_bar("sweep", total) if progress is True else \
         contextlib.nullcontext(progress or None)
     rows: dict[bool, list[SweepRow]] = {mode: [] for mode in modes}
     pruned = []
@@ -178,10 +175,17 @@ def sweep(make_model: Callable[[], nn.Module], train: Any, val: Any,
     return results[modes[0]]
 
 
-def _on(tree: Any, device: torch.device | None) -> Any:
-    from ._data import to_device
-
-    return to_device(tree, device)
+def _epochs(settings: Sequence[Setting], budget: int, runs_per_setting: int,
+            halving: int | None) -> int:
+    """About how many training epochs the sweep runs (the progress bar's total)."""
+    full = sum(count for s in settings for _, count in s.phases(budget)) * runs_per_setting
+    if not halving:
+        return full
+    alive, done, total = len(settings) * runs_per_setting, 0.0, 0.0
+    for fraction in rung_fractions(alive, budget, halving):
+        total += alive * (fraction - done) * full / (len(settings) * runs_per_setting)
+        alive, done = math.ceil(alive / halving), fraction
+    return math.ceil(total)
 
 
 def _autocast(device: torch.device | None, amp: bool) -> Callable[[], Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -49,7 +49,6 @@ class Context:
     device: torch.device | None
     autocast: Callable[[], Any] = nullcontext
     progress: Progress | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 def frozen_prefix(groups: Groups, mask: Mask, view: TreeView) -> int:
