@@ -54,7 +54,8 @@ def test_cached_sweep_reaches_the_same_accuracies_as_uncached_training():
 
 
 class _Slow(nn.Module):
-    """Sleeps a fixed time per call and counts its calls: a known share of any timing."""
+    """Spins for a fixed CPU time per call and counts its calls: a known share of any timing,
+    in wall time and in process CPU time alike."""
 
     def __init__(self, inner: nn.Module, seconds: float) -> None:
         super().__init__()
@@ -62,14 +63,17 @@ class _Slow(nn.Module):
 
     def forward(self, x):
         self.calls += 1
-        time.sleep(self.seconds)
+        end = time.process_time() + self.seconds
+        while time.process_time() < end:
+            pass
         return self.inner(x)
 
 
 def test_reported_times_are_bounded_by_known_sleeps_and_an_outside_stopwatch():
-    # An independent oracle for the timing figures: the frozen first group sleeps S per call, so
-    # whatever span ran it N times lasted at least N * S; the sweep's own spans are disjoint
-    # parts of the call, so together they fit in the time measured around it.
+    # An independent oracle for the timing figures: the frozen first group spins S seconds of
+    # CPU per call, so whatever span ran it N times lasted at least N * S (wall and CPU time);
+    # the sweep's own spans are disjoint parts of the call, so together they fit in the time
+    # measured around it.
     S = 0.02
     slow = _Slow(nn.Linear(4, 8), S)
     make = lambda: nn.Sequential(slow, nn.ReLU(), nn.Linear(8, 8), nn.Linear(8, 2))  # noqa: E731
@@ -83,12 +87,12 @@ def test_reported_times_are_bounded_by_known_sleeps_and_an_outside_stopwatch():
         original(self, wanted)
         calls.append(slow.calls - before)
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(FeatureCache, "prepare", counted_prepare)
         result = fl.sweep(make, (x, y), (x, y), settings, epochs=2, batch_size=16,
                           compare_uncached=True)
-    outside = time.perf_counter() - start
+    outside, outside_cpu = time.perf_counter() - start, time.process_time() - cpu
     (build_calls,) = calls
     assert build_calls >= 2  # the training and the validation examples, once each
     # The cache's build (where the slow group ran) is inside the cached sweep's time.
@@ -102,6 +106,11 @@ def test_reported_times_are_bounded_by_known_sleeps_and_an_outside_stopwatch():
     assert result.speedup >= 2 * 2 * 4 * S / (outside - 2 * 2 * 4 * S)
     cached_settings = result.cached_speedup
     assert cached_settings is not None and cached_settings >= 2 * 2 * 4 * S / outside
+    # The same in CPU time.
+    assert result.cache_cpu_seconds >= build_calls * S
+    assert result.baseline.cpu_seconds >= 2 * 2 * 4 * S
+    assert result.cpu_seconds + result.baseline.cpu_seconds <= outside_cpu
+    assert result.cpu_speedup >= 2 * 2 * 4 * S / (outside_cpu - 2 * 2 * 4 * S)
 
 
 def test_trainable_parameters_are_those_the_setting_unlocks():
