@@ -119,9 +119,12 @@ def test_a_frozen_prefix_with_dropout_trains_the_same_cached_and_uncached():
     # drop features the cache keeps, and the accuracies would part.
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(64, 4, generator=g), torch.randint(0, 2, (64,), generator=g)
+    def neg_loss(logits, labels):  # continuous: any difference in training shows
+        return -nn.functional.cross_entropy(logits, labels).item()
+
     with deterministic():
         result = fl.sweep(_dropout_prefix, (x, y), (x, y), [Setting.lock(1), Setting.lock(2)],
-                          epochs=3, batch_size=16, compare_uncached=True)
+                          epochs=3, batch_size=16, compare_uncached=True, metric=neg_loss)
     assert [r.cached_groups for r in result.rows] == [2, 1]
     assert [r.val_accuracy for r in result.rows] == \
         [r.val_accuracy for r in result.baseline.rows]
