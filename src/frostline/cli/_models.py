@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from .._errors import FrostlineError, closest
+from .._errors import FrostlineError, closest, shorten
 
 SPEC_HELP = ("timm:NAME, torchvision:NAME, hf:PATH_OR_MODEL_TYPE, open_clip:NAME, "
              "package.module:factory, or demo")
@@ -98,10 +98,24 @@ def load_model(spec: str, model_args: Mapping[str, Any] | None = None) -> Any:
 
         return pretrained_digit_net()
     if prefix in builders and name:
-        return builders[prefix](name, kwargs)
+        return _with_parameters(builders[prefix](name, kwargs), spec)
     if name and all(part.isidentifier() for part in prefix.split(".")):
-        return _factory(prefix, name, kwargs)
-    raise ModelSpecError(f"unknown model spec {spec!r}: expected {SPEC_HELP}.")
+        return _with_parameters(_factory(prefix, name, kwargs), spec)
+    raise ModelSpecError(f"unknown model spec {shorten(spec)}: expected {SPEC_HELP}.")
+
+
+def _with_parameters(model: Any, spec: str) -> Any:
+    """The model, if frostline knows its kind and it has parameters to freeze or train."""
+    from ..core.backend import backend_for
+    from ..core.leaves import PARAM
+
+    view = backend_for(model).view(model)
+    if not any(leaf.kind == PARAM for leaf in view):
+        raise ModelSpecError(
+            f"{shorten(spec)} built a {type(model).__name__} without parameters: there is "
+            "nothing to freeze or train. Pass a model spec whose model has parameters."
+        )
+    return model
 
 
 def _unknown(library: str, name: str, known: Iterable[str]) -> ModelSpecError:
@@ -173,19 +187,13 @@ def _hf(path_or_type: str, kwargs: dict[str, Any]) -> Any:
     transformers = _import("transformers", "zoo")
     folder = os.path.expanduser(path_or_type)
     if os.path.isdir(folder):
-        if not os.path.isfile(os.path.join(folder, "config.json")):
-            raise ModelSpecError(f"hf:{path_or_type}: the folder has no config.json; pass a "
-                                 "folder written by save_pretrained().")
-        config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
-        _configure(f"hf:{path_or_type}", config, kwargs)
-        return _build(f"hf:{path_or_type}", lambda **_: transformers.AutoModel.from_pretrained(
-            folder, config=config, local_files_only=True), kwargs)
+        return _hf_folder(path_or_type, folder, kwargs)
     if _looks_like_path(path_or_type):
         what = "is a file, not a folder" if os.path.exists(folder) else "does not exist"
         raise ModelSpecError(
-            f"hf:{path_or_type}: the folder {folder!r} {what}. Pass a folder with config.json "
-            "(save_pretrained() writes one); frostline builds models offline, so a Hub name must "
-            "be downloaded first (huggingface-cli download NAME --local-dir FOLDER)."
+            f"hf:{shorten(path_or_type)}: the folder {shorten(folder)} {what}. Pass a folder with "
+            "config.json (save_pretrained() writes one); frostline builds models offline, so a "
+            "Hub name must be downloaded first (huggingface-cli download NAME --local-dir FOLDER)."
         )
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
@@ -203,6 +211,25 @@ def _hf(path_or_type: str, kwargs: dict[str, Any]) -> Any:
     _configure(f"hf:{path_or_type}", config, kwargs)
     return _build(f"hf:{path_or_type}",
                   lambda **_: transformers.AutoModel.from_config(config), kwargs)
+
+
+def _hf_folder(spec_name: str, folder: str, kwargs: dict[str, Any]) -> Any:
+    """The model saved in ``folder`` (``save_pretrained``), its config changed by ``kwargs``."""
+    transformers = _import("transformers", "zoo")
+    spec = f"hf:{shorten(spec_name)}"
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        raise ModelSpecError(
+            f"{spec} is a folder without config.json; pass a folder saved with save_pretrained "
+            "(config.json and the weights), or a model type such as hf:bert."
+        )
+    try:
+        config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
+        _configure(spec, config, kwargs)
+        return _build(spec, lambda **_: transformers.AutoModel.from_pretrained(
+            folder, config=config, local_files_only=True), kwargs)
+    except (OSError, ValueError, KeyError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelSpecError(f"{spec} cannot be loaded by transformers: {first[:200]}") from None
 
 
 def _configure(spec: str, config: Any, kwargs: dict[str, Any]) -> None:
@@ -232,6 +259,10 @@ def _factory(module_name: str, attr: str, kwargs: dict[str, Any]) -> Any:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
+    except SystemExit as exc:
+        raise ModelSpecError(f"importing {module_name} for the model factory called "
+                             f"exit({exc.code!r}); import a module that defines the factory "
+                             "without exiting.") from None
     except ImportError as exc:
         raise ModelSpecError(
             f"cannot import {module_name!r} for the model factory {module_name}:{attr} ({exc}) "
@@ -240,7 +271,7 @@ def _factory(module_name: str, attr: str, kwargs: dict[str, Any]) -> Any:
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise ModelSpecError(
-            f"{module_name} has no callable {attr!r}; pass package.module:factory where "
+            f"{module_name} has no callable {shorten(attr)}; pass package.module:factory where "
             "factory() returns the model."
         )
     try:
@@ -250,4 +281,11 @@ def _factory(module_name: str, attr: str, kwargs: dict[str, Any]) -> Any:
                              f"{', '.join(kwargs)}: {exc}.") from None
     except ValueError:
         pass  # no signature to check (a builtin): the call itself will tell
-    return factory(**kwargs)
+    try:
+        return factory(**kwargs)
+    except SystemExit as exc:
+        # An exit from inside the factory would end the command with its code (0: success).
+        raise ModelSpecError(
+            f"the model factory {module_name}:{attr} called exit({exc.code!r}) instead of "
+            "returning a model; make factory() return the model."
+        ) from None

@@ -27,7 +27,10 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
+import secrets
+import socket
+import stat
+import time
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +38,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._errors import CheckpointError, FrostlineError, PlanError
+from .._errors import CheckpointError, FrostlineError, PlanError, show
+from ..core._textfiles import check_depth
 from ..core.groups import Grouping
 from ..core.leaves import PARAM, TreeView
 from ..core.mask import Mask
@@ -85,7 +89,9 @@ def save_trainable(model: nn.Module, path: str | os.PathLike[str], plan: Plan | 
     state, and the base model's architecture plus a digest of every tensor not stored.
 
     The file is written to a temporary file in the same directory, flushed to disk, then
-    renamed over ``path``: a crash leaves the previous file intact. A model sharded with FSDP2
+    renamed over ``path``: a crash leaves the previous file intact. It gets the permissions of
+    an ordinary new file (the umask applies) or keeps those of the file it replaces; a path
+    that is a symbolic link writes the file the link points to. A model sharded with FSDP2
     (DTensor parameters) is gathered: call this on every rank; rank 0 writes.
 
     Args:
@@ -140,10 +146,19 @@ def load_trainable(model: nn.Module, path: str | os.PathLike[str], strict: bool 
     """Restore a checkpoint written by :func:`save_trainable` onto a freshly loaded base model.
 
     Everything is checked before the model is touched: the architecture and the frozen
-    weights must be those the checkpoint was trained on (``check_base``), and every stored
-    tensor must fit. Then the stored tensors are copied in and the stored plan is re-applied
-    (else the stored trainable state), so ``requires_grad`` and frozen BatchNorm statistics are
-    as they were when saving.
+    weights must be those the checkpoint was trained on (``check_base``), every stored tensor
+    must fit, and the file may hold only what trains under its own plan (else its stored
+    trainable state): trainable parameters and the running statistics of BatchNorms whose
+    statistics are not fixed. A file that also holds a frozen tensor is refused, naming it, so
+    loading never replaces a frozen base value. Then the stored tensors are copied in and the
+    stored plan is re-applied, so ``requires_grad`` and frozen BatchNorm statistics are as they
+    were when saving.
+
+    The base check guards against accidents: the wrong base model, other pretrained weights,
+    other frozen BatchNorm statistics, a re-quantised base. The digests are plain content
+    hashes stored in the file itself, not a signature: someone who can edit the file can edit
+    them too. Verify where a checkpoint comes from (a checksum or signature of the whole file
+    from its source) when that matters.
 
     Args:
         model: the base model, unsharded (DDP and ``torch.compile`` wrappers are unwrapped).
@@ -161,7 +176,8 @@ def load_trainable(model: nn.Module, path: str | os.PathLike[str], strict: bool 
 
     Raises:
         CheckpointError: the file is not a frostline checkpoint, the base differs (the message
-            names the tensors, shapes or dtypes that differ), or a tensor does not fit.
+            names the tensors, shapes or dtypes that differ), a tensor does not fit, or the
+            file holds tensors that are frozen under its plan (named in the message).
     """
     model = _unwrap(model)
     path = os.fspath(path)
@@ -180,6 +196,7 @@ def load_trainable(model: nn.Module, path: str | os.PathLike[str], strict: bool 
     loaded, skipped = _match_tensors(payload, tensors, strict, path)
     plan = meta["plan"]
     mask = _mask_to_restore(model, view, plan, meta["state"], strict, grouping, path)
+    _refuse_untrained(loaded, view, mask, path)
     with torch.no_grad():
         for name in loaded:
             tensors[name].copy_(payload[name])
@@ -351,23 +368,89 @@ def _bytes(tensor: torch.Tensor) -> memoryview:
 
 
 def _write_atomic(path: str, payload: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    """Write to a temporary file beside ``path``, fsync, then rename over ``path``."""
-    from safetensors.torch import save_file
+    """Write to a temporary file beside ``path``, fsync, then rename over ``path``.
 
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                               dir=directory)
-    os.close(fd)
+    ``path`` is resolved first, so saving through a symbolic link writes the file it points to
+    and the link stays. The file gets the permissions an ordinary new file gets (``0o666``
+    less the umask), or keeps those of the file it replaces. A failed write removes its
+    temporary file; temporary files that killed saves of the same path left behind are
+    removed (see :func:`_remove_stale`).
+    """
+    import safetensors.torch
+
+    path = os.path.realpath(path)
+    directory, base = os.path.split(path)
+    _remove_stale(directory, base)
+    tmp = _create_temporary(directory, base)
     try:
-        save_file(payload, tmp, metadata=metadata)
-        with open(tmp, "rb+") as handle:
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
+        # Serialised in memory and written here: safetensors' save_file writes its own hidden
+        # temporary file (mode 0o600, left behind in full if the process is killed).
+        data = safetensors.torch.save(payload, metadata=metadata)
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
             os.fsync(handle.fileno())
+        del data
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
     _fsync_directory(directory)
+
+
+# Temporary files are named ".<file>.<pid>-<host>.<random>.tmp": a later save of the same file
+# can tell that the process which wrote one is gone.
+_STALE_AFTER_SECONDS = 24 * 3600
+
+
+def _host() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _create_temporary(directory: str, base: str) -> str:
+    """Create an empty temporary file beside ``base`` with the mode ``open`` would give it."""
+    while True:
+        tmp = os.path.join(directory, f".{base}.{os.getpid()}-{_host()}.{secrets.token_hex(4)}.tmp")
+        try:
+            # 0o666 less the umask, as for any new file (mkstemp would make it 0o600).
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+
+
+def _remove_stale(directory: str, base: str) -> None:
+    """Remove temporary files of ``base`` left by saves that were killed: written on this host
+    by a process that no longer runs, or untouched for a day (from any host)."""
+    prefix, now = f".{base}.", time.time()
+    try:
+        names = [n for n in os.listdir(directory) if n.startswith(prefix) and n.endswith(".tmp")]
+    except OSError:
+        return
+    for name in names:
+        middle = name[len(prefix):-len(".tmp")]
+        owner = middle.split(".", 1)[0]
+        pid, _, host = owner.partition("-")
+        full = os.path.join(directory, name)
+        with contextlib.suppress(OSError):
+            dead = host == _host() and pid.isdigit() and not _running(int(pid))
+            if dead or now - os.lstat(full).st_mtime > _STALE_AFTER_SECONDS:
+                os.unlink(full)
+
+
+def _running(pid: int) -> bool:
+    if os.name != "posix":
+        return True  # os.kill(pid, 0) is a probe on POSIX only (on Windows it terminates)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # it exists (owned by another user), or the check cannot tell
+    return True
 
 
 def _fsync_directory(directory: str) -> None:
@@ -398,11 +481,14 @@ def _read(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
             "fl.save_trainable."
         )
     try:
-        meta = {"plan": json.loads(raw[_KEY_PLAN]), "state": json.loads(raw[_KEY_STATE]),
-                "base": json.loads(raw[_KEY_BASE])}
+        meta = {"plan": _json(raw, _KEY_PLAN), "state": _json(raw, _KEY_STATE),
+                "base": _json(raw, _KEY_BASE)}
         _validate_meta(meta)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path!r} has damaged frostline metadata ({exc!r}).") from None
+    except (KeyError, TypeError, ValueError, RecursionError, PlanError) as exc:
+        reason = show(exc.args[0]) if isinstance(exc, KeyError) else _first_line(exc)
+        raise CheckpointError(f"{path!r} has damaged frostline metadata ({type(exc).__name__}: "
+                              f"{reason}); write the checkpoint again with "
+                              "fl.save_trainable.") from None
     if meta["plan"] is not None:
         try:
             meta["plan"] = Plan.from_dict(meta["plan"])
@@ -411,21 +497,40 @@ def _read(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     return payload, meta
 
 
+def _json(raw: dict[str, str], key: str) -> Any:
+    """One metadata entry as JSON, no deeper than any frostline writes."""
+    data = json.loads(raw[key])
+    check_depth(data)
+    return data
+
+
 def _validate_meta(meta: dict[str, Any]) -> None:
+    """Check the shape of every metadata entry, so later code meets only what it expects."""
     state, base = meta["state"], meta["base"]
-    strings = (state["trainable"], state["frozen_stats"], list(base["digests"]),
-               list(base["digests"].values()))
-    if not all(isinstance(items, list) and all(isinstance(x, str) for x in items)
-               for items in strings):
-        raise ValueError("the trainable state and digests must be lists of names")
+    if not isinstance(state, dict) or not isinstance(base, dict):
+        raise ValueError("the trainable state and the base must be mappings")
+    digests = base["digests"]
+    if not isinstance(digests, dict) or not all(
+            isinstance(v, str) for v in digests.values()):
+        raise ValueError("the digests must map tensor names to strings")
+    for items in (state["trainable"], state["frozen_stats"]):
+        if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
+            raise ValueError("the trainable state must hold lists of names")
     if meta["plan"] is not None and not isinstance(meta["plan"], dict):
         raise ValueError("the plan must be a mapping")
+    if not isinstance(base["architecture"], list):
+        raise ValueError("the architecture must be a list")
     for entry in base["architecture"]:
         if not (isinstance(entry, list) and len(entry) == 5
                 and all(isinstance(x, str) for x in entry[:3])
                 and isinstance(entry[3], list) and all(type(n) is int for n in entry[3])
                 and (entry[4] is None or isinstance(entry[4], str))):
-            raise ValueError(f"malformed architecture entry {entry!r}")
+            raise ValueError(f"malformed architecture entry {show(entry)}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text if len(text) <= 160 else text[:160] + "..."
 
 
 # --- checks on load ------------------------------------------------------------------------------
@@ -494,7 +599,11 @@ def _mask_to_restore(model: nn.Module, view: TreeView, plan: Plan | None, state:
         params = [leaf.name for leaf in view if leaf.kind == PARAM]
         return Mask(names=tuple(params), trainable=tuple(n in recorded for n in params),
                     frozen_stats=tuple(state["frozen_stats"]))
-    mask = resolve(model, plan, grouping).mask
+    try:
+        mask = resolve(model, plan, grouping).mask
+    except FrostlineError as exc:
+        raise CheckpointError(
+            f"the plan stored in {path!r} cannot be evaluated on this model: {exc}") from None
     now = set(_effective_trainable(view, mask))
     if strict and (now != recorded or set(mask.frozen_stats) != set(state["frozen_stats"])):
         differ = sorted(now ^ recorded) or sorted(set(mask.frozen_stats)
@@ -508,6 +617,24 @@ def _mask_to_restore(model: nn.Module, view: TreeView, plan: Plan | None, state:
     return mask
 
 
+def _refuse_untrained(loaded: list[str], view: TreeView, mask: Mask, path: str) -> None:
+    """Refuse stored tensors that do not train under ``mask``: copying them would overwrite
+    frozen base values (a file edited by hand, or written by other tools)."""
+    trainable = set(_effective_trainable(view, mask))
+    fixed = set(mask.frozen_stats)
+    allowed = {leaf.name for leaf in view if leaf.name in trainable or (
+        leaf.kind != PARAM and leaf.path[-1] in STAT_NAMES and leaf.owners
+        and is_batchnorm(leaf.owners[-1]) and leaf.module_path not in fixed)}
+    extra = [name for name in loaded if name not in allowed]
+    if extra:
+        raise CheckpointError(
+            f"{path!r} holds {len(extra)} tensors that are frozen under its own plan "
+            f"({_few(extra)}); loading them would overwrite frozen base values. A checkpoint "
+            "holds only trainable parameters and the statistics of BatchNorms that still "
+            "update: write it with fl.save_trainable, or remove those tensors from the file."
+        )
+
+
 def _hashable(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
@@ -518,6 +645,7 @@ def _describe(entry: tuple[Any, ...]) -> str:
 
 
 def _few(names: list[str]) -> str:
-    shown = ", ".join(f"'{n}'" for n in names[:_SHOWN])
+    # Names may come from the file's metadata: each is cut to a readable length.
+    shown = ", ".join(f"'{n}'" if len(n) <= 80 else f"'{n[:80]}...'" for n in names[:_SHOWN])
     return shown + (", ..." if len(names) > _SHOWN else "")
 
