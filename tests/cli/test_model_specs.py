@@ -96,7 +96,7 @@ def test_hf_folder_takes_model_args_and_missing_folders_say_so(cli, tmp_path):
     assert [g["name"] for g in data["groups"]][1] == "encoder.layer.0"
     assert not any("encoder.layer.1" in g["name"] for g in data["groups"])
     for spec, says in [(f"hf:{tmp_path / 'missing'}", "does not exist"),
-                       (f"hf:{tmp_path}", "has no config.json"),
+                       (f"hf:{tmp_path}", "is a folder without config.json"),
                        ("hf:org/model-name", "'org/model-name' does not exist")]:
         code, _, err = cli.main("inspect", spec)
         assert code == 2
