@@ -44,7 +44,7 @@ def train_eqx(model, state, plan, steps=3):
 
 def test_equinox_frozen_batchnorm_goes_to_inference_and_the_other_does_not():
     model, _ = eqx.nn.make_with_state(BnNet)(key=jax.random.key(0))
-    plan = fl.Plan().freeze("lin0 | bn0")
+    plan = fl.Plan().freeze("lin0 | bn0").with_bn(freeze_bn_stats=True)
     fixed = fl.frozen_bn_inference(model, plan)
     assert fixed.bn0.inference is True and fixed.bn1.inference is False
     assert model.bn0.inference is False
@@ -53,7 +53,7 @@ def test_equinox_frozen_batchnorm_goes_to_inference_and_the_other_does_not():
 
 def test_equinox_frozen_batchnorm_statistics_stay_while_the_rest_trains():
     model, state = eqx.nn.make_with_state(BnNet)(key=jax.random.key(0))
-    plan = fl.Plan().freeze("lin0 | bn0")
+    plan = fl.Plan().freeze("lin0 | bn0").with_bn(freeze_bn_stats=True)
     model = fl.frozen_bn_inference(model, plan)
     _, warm = train_eqx(model, state, plan, steps=1)
     trained, after = train_eqx(model, warm, plan)
@@ -72,7 +72,7 @@ def nnx_stats(model) -> dict[str, np.ndarray]:
 
 def test_nnx_frozen_batchnorm_statistics_stay_while_the_rest_trains():
     model = NnxNet()
-    plan = fl.Plan.lock(2)
+    plan = fl.Plan.lock(2, freeze_bn_stats=True)
     assert fl.frozen_bn_inference(model, plan) is model
     assert [b.bn.use_running_average for b in model.blocks] == [True, True, False]
     before = nnx_stats(model)

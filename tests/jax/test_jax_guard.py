@@ -125,7 +125,7 @@ def test_nnx_guard_with_buffers_catches_statistics_of_frozen_batchnorms():
 
 def test_nnx_guard_with_buffers_passes_once_frozen_batchnorms_are_in_inference():
     model = NnxNet()
-    plan = fl.Plan.lock(2)
+    plan = fl.Plan.lock(2, freeze_bn_stats=True)
     fl.frozen_bn_inference(model, plan)
     with fl.guard(model, plan, buffers=True):
         nnx_train(model, plan)

@@ -62,10 +62,12 @@ def test_nnx_owner_chain_uses_graph_paths():
     assert leaf.owners[-1].class_name == "BatchNorm"
 
 
-def test_linen_params_dict_has_dict_key_names_and_no_owners():
+def test_linen_params_dict_has_dict_key_names_and_owners_from_automatic_names():
     view = fl.view(linen_style_params())
-    assert view.names[:2] == ("params.Dense_0.kernel", "params.Dense_0.bias")
-    assert all(leaf.owners == () for leaf in view)
+    assert view.names[:2] == ("params.Block_0.Dense_0.bias", "params.Block_0.Dense_0.kernel")
+    owners = view["params.Block_1.LayerNorm_0.scale"].owners
+    assert [(o.path, o.class_name) for o in owners] == [
+        ("params.Block_1", "Block"), ("params.Block_1.LayerNorm_0", "LayerNorm")]
 
 
 def test_numpy_pytree_is_handled_by_the_jax_backend():

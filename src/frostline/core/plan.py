@@ -26,7 +26,7 @@ from ._gc import paused_gc
 from .groups import Groups
 from .leaves import PARAM, TreeView
 from .mask import Mask
-from .norms import STAT_NAMES, held_by_norm, is_batchnorm
+from .norms import STAT_NAMES, held_by_norm, is_batchnorm, keeps_stats_outside
 from .selectors import MatchContext, Selector, as_selector, explain_empty
 
 FREEZE = "freeze"
@@ -182,6 +182,8 @@ class Plan:
                 if hit:
                     trainable[i] = value
                     decided_by[i] = rule_index
+        # Statistics follow the rules alone: train_bn trains affine parameters, never statistics.
+        frozen_stats = _frozen_stat_modules(view, trainable) if self.freeze_bn_stats else ()
         if self.train_bn:
             for i, leaf in enumerate(view):
                 if leaf.kind == PARAM and not trainable[i] and held_by_norm(leaf):
@@ -196,7 +198,7 @@ class Plan:
             names=view.names,
             trainable=tuple(trainable),
             decided_by=tuple(decided_by),
-            frozen_stats=_frozen_stat_modules(view, trainable) if self.freeze_bn_stats else (),
+            frozen_stats=frozen_stats,
         )
 
     # --- model-level operations (dispatch to the model's backend) -------------------------------
@@ -441,10 +443,16 @@ def describe_decision(plan: Plan, index: int | None) -> str:
 
 
 def _frozen_stat_modules(view: TreeView, trainable: list[bool]) -> tuple[str, ...]:
-    """BatchNorm modules whose running statistics are all frozen by the plan."""
+    """BatchNorm modules whose running statistics are all frozen by the plan.
+
+    Where no leaf holds the statistics (Equinox keeps them in an ``eqx.nn.State``), the
+    BatchNorm's own parameters stand for them, as decided by the rules.
+    """
     state: dict[str, bool] = {}
     for i, leaf in enumerate(view):
-        if leaf.path[-1] in STAT_NAMES and leaf.owners and is_batchnorm(leaf.owners[-1]):
+        if not leaf.owners or not is_batchnorm(leaf.owners[-1]):
+            continue
+        if leaf.path[-1] in STAT_NAMES or keeps_stats_outside(leaf.owners[-1]):
             module = leaf.module_path
             state[module] = state.get(module, True) and not trainable[i]
     return tuple(module for module, frozen in state.items() if frozen)

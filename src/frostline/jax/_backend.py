@@ -1,7 +1,8 @@
 """The JAX backend: Equinox modules, Flax NNX modules and plain pytrees of arrays.
 
 JAX models are immutable values, so this backend never pretends to change one: ``apply``
-validates the plan against the model and returns the model unchanged. The plan takes effect
+validates the plan against the model and returns the model with its BatchNorm modes set from
+the plan (a new Equinox model; NNX modules change in place). The plan takes effect
 through what the backend builds from it: a filter spec (``plan.mask(model)``), the
 ``fl.partition`` halves, optax masks and labels, or an NNX filter.
 """
@@ -15,7 +16,7 @@ from ..core.groups import Groups
 from ..core.leaves import TreeView
 from ..core.mask import Mask
 from ..core.plan import Plan
-from ._batchnorm import batchnorms_in_inference
+from ._batchnorm import batchnorms_in_inference, set_bn_modes
 from ._groups import jax_groups
 from ._guard import JaxSnapshot, snapshot
 from ._mask import resolve_mask, trainable_names
@@ -36,8 +37,8 @@ class JaxBackend:
         return jax_groups(model, view, **options)
 
     def apply(self, model: Any, mask: Mask, plan: Any) -> Any:
-        """Return ``model`` unchanged: the mask was validated when it was evaluated."""
-        return model
+        """Set the BatchNorm modes from the mask (a new Equinox model; NNX: in place)."""
+        return set_bn_modes(model, mask)
 
     def native_mask(self, model: Any, mask: Mask) -> Any:
         """Equinox / pytree: the filter spec. NNX: an :class:`~frostline.jax.NnxFilter`."""

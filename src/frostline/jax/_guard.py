@@ -22,7 +22,7 @@ import numpy as np
 from .._errors import GuardError, PlanError
 from ..core.leaves import BUFFER, PARAM, TreeView
 from ..core.mask import Mask
-from ..core.norms import is_batchnorm
+from ..core.norms import STAT_NAMES, is_batchnorm
 from ..core.plan import Plan
 from ._mask import resolve_mask
 from ._models import arrays_of, is_nnx, view_of
@@ -83,7 +83,8 @@ class JaxSnapshot:
         trainable = {leaf.name for leaf in view if leaf.kind == PARAM and mask[leaf.name]}
         frozen = [leaf.name for leaf in view if leaf.kind == PARAM and not mask[leaf.name]]
         if buffers:
-            frozen += _frozen_norm_buffers(view, mask)
+            frozen += _watched_stats(view, mask)
+        self._stats = frozenset(leaf.name for leaf in view if leaf.kind == BUFFER)
         self.frozen = tuple(frozen)
         self.trainable = tuple(n for n in view.names if n in trainable)
         self._mutable = is_nnx(model)
@@ -129,11 +130,22 @@ class JaxSnapshot:
             model = self._model
         now = fingerprints(self._arrays(model))
         moved = [n for n in self.frozen if now[n] != self._prints[n]]
-        if moved:
+        stats = [n for n in moved if n in self._stats]
+        if moved and not stats:
             raise GuardError(
                 f"{len(moved)} frozen leaves moved: {', '.join(moved)}. They must not change: "
                 "differentiate only the trainable part (fl.partition) and give the optimizer "
                 "only that part."
+            )
+        if moved:
+            raise GuardError(
+                f"{len(moved)} frozen leaves moved: {', '.join(moved)}. The statistics among "
+                f"them ({', '.join(stats)}) move when their BatchNorm runs in training mode: "
+                "use a plan with freeze_bn_stats=True and put the BatchNorms in the mode it "
+                "says (model = plan.apply(model), or fl.frozen_bn_inference(model, plan)) after "
+                "every change of the plan or of the mode (model.train())."
+                + (" Parameters moved too: differentiate only the trainable part "
+                   "(fl.partition)." if len(stats) < len(moved) else "")
             )
         if require_trainable_moved:
             still = [n for n in self.trainable if now[n] == self._prints[n]]
@@ -144,15 +156,18 @@ class JaxSnapshot:
                 )
 
 
-def _frozen_norm_buffers(view: TreeView, mask: Mask) -> list[str]:
-    """Statistics of BatchNorms whose parameters are all frozen."""
+def _watched_stats(view: TreeView, mask: Mask) -> list[str]:
+    """Statistics that must not move: those of the BatchNorms the plan fixes
+    (``mask.frozen_stats``), and those of BatchNorms whose parameters are all frozen (what
+    a BatchNorm left in training mode would update), as the PyTorch guard watches."""
     params_frozen: dict[str, bool] = {}
     for leaf in view:
         if leaf.kind == PARAM and leaf.owners and is_batchnorm(leaf.owners[-1]):
             path = leaf.module_path
             params_frozen[path] = params_frozen.get(path, True) and not mask[leaf.name]
-    return [leaf.name for leaf in view if leaf.kind == BUFFER
-            and params_frozen.get(leaf.module_path, False)]
+    fixed = set(mask.frozen_stats) | {path for path, frozen in params_frozen.items() if frozen}
+    return [leaf.name for leaf in view if leaf.kind == BUFFER and leaf.path[-1] in STAT_NAMES
+            and leaf.owners and leaf.module_path in fixed]
 
 
 def snapshot(model: Any, plan: Plan | Mask | None, *, buffers: bool = False,
