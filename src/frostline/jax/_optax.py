@@ -22,6 +22,7 @@ tx)`` zeroes the gradients before ``tx``, whose weight decay then still moves fr
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -192,4 +193,39 @@ def layer_decay(model: Any, make_tx: Callable[[float], Any], lr: float, decay: f
 
     labels, scales = layer_decay_labels(model, decay, plan, **group_options)
     transforms: Mapping[str, Any] = {label: make_tx(lr * scale) for label, scale in scales.items()}
-    return optax.multi_transform({**transforms, FROZEN: optax.set_to_zero()}, labels)
+    tx = optax.multi_transform({**transforms, FROZEN: optax.set_to_zero()}, labels)
+    frozen = frozenset(name for name, label in labels.labels if label == FROZEN)
+    if frozen:
+        _FROZEN_LABELS[tx.init] = frozen
+    return tx
+
+
+# Leaves that a transformation made by layer_decay(..., plan=...) labels "frozen", by its init
+# function, so fl.thaw can refuse to thaw them into set_to_zero.
+_FROZEN_LABELS: weakref.WeakKeyDictionary[Any, frozenset[str]] = weakref.WeakKeyDictionary()
+
+
+def check_labels_fit(tx: Any, trainable: Any) -> None:
+    """Refuse a ``fl.layer_decay`` transformation that labels a trainable leaf "frozen".
+
+    Raises:
+        PlanError: ``tx`` was built with a plan that froze leaves that now train.
+    """
+    frozen = _FROZEN_LABELS.get(getattr(tx, "init", None))
+    if not frozen:
+        return
+    thawed = sorted(set(_array_names(trainable)) & frozen)
+    if thawed:
+        raise PlanError(
+            f"this optimizer was built by fl.layer_decay with a plan that labels {len(thawed)} "
+            f"leaves that now train 'frozen' (first: '{thawed[0]}'), so they would never "
+            "move. For gradual unfreezing build it without a plan: fl.layer_decay(model, "
+            "make_tx, lr, decay) labels every leaf by its group, and frozen leaves are holes "
+            "in the trainable part."
+        )
+
+
+def _array_names(tree: Any) -> list[str]:
+    names: list[str] = []
+    map_arrays(tree, lambda name, _: names.append(name), None)
+    return names

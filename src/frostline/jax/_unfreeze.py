@@ -38,20 +38,27 @@ import jax
 from .._errors import PlanError
 from ..core.mask import Mask
 from ..core.plan import Plan
+from ._mask import resolve_mask
 from ._view import is_array
 
 SHARED = ("keep", "fresh")
 
 
 def _is_hole(value: Any) -> bool:
-    return value is None
+    """A position without an array: a frozen leaf's ``None``, or ``optax.masked``'s
+    ``MaskedNode`` (a leaf another label of ``multi_transform`` owns). Both count as one
+    position, so states made for two partitions of one model line up position by position."""
+    from optax import MaskedNode
+
+    return value is None or isinstance(value, MaskedNode)
 
 
 def regroup_opt_state(tx: Any, opt_state: Any, trainable: Any, *, shared: str = "keep") -> Any:
     """The optax state for a new trainable part, keeping what the old state holds for it.
 
     Works for any optax transformation whose state mirrors the parameter tree (``adamw``,
-    ``sgd`` with momentum, ``chain``, ``masked``, ``multi_transform``, ...).
+    ``sgd`` with momentum, ``chain``, ``masked``, ``multi_transform`` and so
+    ``fl.layer_decay``, ...).
 
     Args:
         tx: the optax ``GradientTransformation`` that made ``opt_state``.
@@ -118,7 +125,15 @@ def thaw(model: Any, plan: Plan | Mask, tx: Any, opt_state: Any, *, shared: str 
     Call it outside the jitted step whenever the plan changes, e.g. each epoch with
     ``schedule.plan_at(epoch, n_groups)``; with an unchanged plan the state comes back as it
     was. Leaves that stay trainable keep their optimizer state, newly thawed leaves start
-    fresh, re-frozen leaves lose theirs (details in :func:`regroup_opt_state`).
+    fresh, re-frozen leaves lose theirs (details in :func:`regroup_opt_state`). BatchNorms
+    take the mode the new plan gives them (``plan.apply``): a thawed group's statistics train
+    again, unless the plan fixes them (``freeze_bn_stats``).
+
+    Labels for ``optax.multi_transform`` (``fl.layer_decay``, ``fl.optax_labels``) must not
+    depend on the plan here: build them without one (frozen leaves are ``None`` holes in the
+    trainable part and need no label). Labels built with a plan call the leaves it freezes
+    ``"frozen"`` (``set_to_zero``), so those leaves would never train after a thaw; a
+    ``fl.layer_decay`` transformation built so is refused.
 
     Args:
         model: the whole model, e.g. ``fl.combine(trainable, frozen)`` of the last step.
@@ -132,8 +147,9 @@ def thaw(model: Any, plan: Plan | Mask, tx: Any, opt_state: Any, *, shared: str 
         ``(trainable, frozen, opt_state)`` for the new plan.
 
     Raises:
-        PlanError: the plan is not a Plan or Mask, or the state does not fit (see
-            :func:`regroup_opt_state`).
+        PlanError: the plan is not a Plan or Mask, the state does not fit (see
+            :func:`regroup_opt_state`), or ``tx`` came from ``fl.layer_decay(..., plan=...)``
+            and labels a newly thawed leaf "frozen".
 
     Example:
         >>> import jax, optax, equinox as eqx, frostline as fl
@@ -149,6 +165,9 @@ def thaw(model: Any, plan: Plan | Mask, tx: Any, opt_state: Any, *, shared: str 
         (False, True)
     """
     from ._backend import BACKEND
+    from ._optax import check_labels_fit
 
+    model = BACKEND.apply(model, resolve_mask(model, plan, **group_options), plan)
     trainable, frozen = BACKEND.partition(model, plan, **group_options)
+    check_labels_fit(tx, trainable)
     return trainable, frozen, regroup_opt_state(tx, opt_state, trainable, shared=shared)
