@@ -1,10 +1,15 @@
-"""One plan, one architecture, two frameworks: PyTorch and Equinox freeze the same names."""
+"""One plan, one architecture, several frameworks: PyTorch, Equinox, Flax NNX and Linen agree."""
 
 from __future__ import annotations
 
 import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
 import pytest
-from jax_models import arrays_by_name, eqx_net
+from flax import nnx
+from jax_models import BnBlocks, NnxNet, arrays_by_name, batch, eqx_net
 
 import frostline as fl
 
@@ -74,3 +79,119 @@ def test_lock_gives_requires_grad_and_filter_spec_that_agree(k):
     expected = sorted(n for n, p in torch_net.named_parameters() if p.requires_grad)
     assert sorted(arrays_by_name(trainable)) == expected
     assert sorted(arrays_by_name(eqx.filter(eqx_model, spec))) == expected
+
+
+# --- BatchNorm: train_bn with freeze_bn_stats, the two flags independent ---------------------
+
+BN_PLAN = fl.Plan.lock(1).with_bn(train_bn=True, freeze_bn_stats=True)
+
+
+class TorchBnBlock(nn.Module):
+    def __init__(self, width: int):
+        super().__init__()
+        self.lin = nn.Linear(width, width)
+        self.bn = nn.BatchNorm1d(width)
+
+    def forward(self, x):
+        return self.bn(torch.relu(self.lin(x)))
+
+
+class TorchBnNet(nn.Module):
+    """The PyTorch twin of ``NnxNet`` / ``BnBlocks``: stem, three Linear+BatchNorm blocks, head."""
+
+    def __init__(self, width: int = 4, depth: int = 3):
+        super().__init__()
+        self.stem = nn.Linear(3, width)
+        self.blocks = nn.ModuleList([TorchBnBlock(width) for _ in range(depth)])
+        self.head = nn.Linear(width, 2)
+
+    def forward(self, x):
+        x = self.stem(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x)
+
+
+def moved(before: dict, after: dict) -> set[str]:
+    return {n for n in before if not np.array_equal(before[n], after[n])}
+
+
+def train_torch():
+    model = TorchBnNet()
+    BN_PLAN.apply(model)
+    model.train()
+    before = {k: v.detach().clone().numpy() for k, v in model.state_dict().items()}
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    x, y = (torch.tensor(np.asarray(a)) for a in batch())
+    for _ in range(3):
+        opt.zero_grad()
+        torch.mean((model(x) - y) ** 2).backward()
+        opt.step()
+    after = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    return moved(before, after), set(before)
+
+
+def train_equinox():
+    model, state = eqx.nn.make_with_state(BnBlocks)(key=jax.random.key(0))
+    model = BN_PLAN.apply(model)
+    trainable, frozen = fl.partition(model, BN_PLAN)
+    tx = optax.adamw(1e-2)
+    opt_state = tx.init(trainable)
+    x, y = batch()
+
+    def loss(t, state):
+        out, state = jax.vmap(fl.combine(t, frozen), axis_name="batch", in_axes=(0, None),
+                              out_axes=(0, None))(x, state)
+        return jnp.mean((out - y) ** 2), state
+
+    stats = {f"blocks.{i}.bn.{k}": v for i, b in enumerate(model.blocks)
+             for k, v in zip(("running_mean", "running_var"), state.get(b.bn.batch_state_index))}
+    before = {**arrays_by_name(model), **{k: np.asarray(v) for k, v in stats.items()}}
+    for _ in range(3):
+        (_, state), grads = eqx.filter_value_and_grad(loss, has_aux=True)(trainable, state)
+        updates, opt_state = tx.update(grads, opt_state, trainable)
+        trainable = eqx.apply_updates(trainable, updates)
+    model = fl.combine(trainable, frozen)
+    stats = {f"blocks.{i}.bn.{k}": v for i, b in enumerate(model.blocks)
+             for k, v in zip(("running_mean", "running_var"), state.get(b.bn.batch_state_index))}
+    after = {**arrays_by_name(model), **{k: np.asarray(v) for k, v in stats.items()}}
+    return moved(before, after), set(before)
+
+
+def train_nnx():
+    model = NnxNet()
+    BN_PLAN.apply(model)
+    wrt = fl.nnx_filter(model, BN_PLAN)
+    optimizer = nnx.Optimizer(model, optax.adamw(1e-2), wrt=wrt)
+    x, y = batch()
+    before = {n: np.asarray(v) for n, v in nnx_arrays(model).items()}
+    for _ in range(3):
+        grads = nnx.grad(lambda m: jnp.mean((m(x) - y) ** 2),
+                         argnums=nnx.DiffState(0, wrt))(model)
+        optimizer.update(model, grads)
+    after = {n: np.asarray(v) for n, v in nnx_arrays(model).items()}
+    rename = {"scale": "weight", "kernel": "weight", "mean": "running_mean",
+              "var": "running_var"}
+
+    def torch_name(name: str) -> str:
+        *head, last = name.split(".")
+        return ".".join([*head, rename.get(last, last)])
+
+    return {torch_name(n) for n in moved(before, after)}, {torch_name(n) for n in before}
+
+
+def nnx_arrays(model) -> dict:
+    return {".".join(map(str, p)): v.get_value() for p, v in nnx.to_flat_state(nnx.state(model))
+            if hasattr(v.get_value(), "shape")}
+
+
+@pytest.mark.parametrize("train", [train_torch, train_equinox, train_nnx],
+                         ids=["torch", "equinox", "nnx"])
+def test_train_bn_with_fixed_statistics_trains_affine_and_keeps_statistics(train):
+    moved_names, names = train()
+    affine = {f"blocks.{i}.bn.{k}" for i in range(3) for k in ("weight", "bias")}
+    stats = {f"blocks.{i}.bn.{k}" for i in range(3) for k in ("running_mean", "running_var")}
+    assert affine | {"head.weight", "head.bias"} <= moved_names
+    assert not moved_names & stats
+    assert stats <= names
+    assert moved_names <= affine | {"head.weight", "head.bias"}

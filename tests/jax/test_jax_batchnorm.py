@@ -91,3 +91,56 @@ def test_nnx_frozen_batchnorm_statistics_stay_while_the_rest_trains():
     after = nnx_stats(model)
     for name in before:
         assert np.array_equal(before[name], after[name]) == (not name.startswith("blocks.2"))
+
+
+# --- modes both ways, through thaws, and train_bn with fixed statistics ----------------------
+
+
+def bn_blocks():
+    from jax_models import BnBlocks
+
+    return eqx.nn.make_with_state(BnBlocks)(key=jax.random.key(0))
+
+
+def test_equinox_apply_sets_modes_both_ways():
+    model, _ = bn_blocks()
+    locked = fl.Plan.lock(1, freeze_bn_stats=True).apply(model)
+    assert [b.bn.inference for b in locked.blocks] == [True, True, True]
+    thawed = fl.Plan.lock(3, freeze_bn_stats=True).apply(locked)
+    assert [b.bn.inference for b in thawed.blocks] == [True, False, False]
+    assert [b.bn.inference for b in fl.Plan().apply(thawed).blocks] == [False] * 3
+
+
+def test_equinox_thaw_puts_a_thawed_group_back_to_training_statistics():
+    model, state = bn_blocks()
+    tx = optax.adamw(1e-2)
+    plan0 = fl.Plan.lock(1, freeze_bn_stats=True)
+    model = plan0.apply(model)
+    trainable, _ = fl.partition(model, plan0)
+    trainable, frozen, _ = fl.thaw(model, fl.Plan.lock(3, freeze_bn_stats=True), tx,
+                                   tx.init(trainable))
+    model = fl.combine(trainable, frozen)
+    assert [b.bn.inference for b in model.blocks] == [True, False, False]
+    x, _ = batch()
+    _, after = jax.vmap(model, axis_name="batch", in_axes=(0, None), out_axes=(0, None))(x, state)
+    moved = [not all(np.array_equal(a, b) for a, b in zip(bn_stats(state, blk.bn),
+                                                          bn_stats(after, blk.bn)))
+             for blk in model.blocks]
+    assert moved == [False, True, True]
+
+
+def test_nnx_eval_then_train_keeps_fixed_statistics_fixed():
+    model = NnxNet()
+    plan = fl.Plan.lock(2, freeze_bn_stats=True)
+    fl.frozen_bn_inference(model, plan)
+    model.eval()
+    model.train()
+    assert [b.bn.use_running_average for b in model.blocks] == [True, True, False]
+    before = nnx_stats(model)
+    model(batch()[0])
+    after = nnx_stats(model)
+    assert {n for n in before if not np.array_equal(before[n], after[n])} == {
+        "blocks.2.bn.mean", "blocks.2.bn.var"}
+    fl.Plan.lock(3, freeze_bn_stats=True).apply(model)
+    model.train()
+    assert [b.bn.use_running_average for b in model.blocks] == [True, False, False]
