@@ -23,7 +23,7 @@ tx)`` zeroes the gradients before ``tx``, whose weight decay then still moves fr
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Collection, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -205,16 +205,21 @@ def layer_decay(model: Any, make_tx: Callable[[float], Any], lr: float, decay: f
 _FROZEN_LABELS: weakref.WeakKeyDictionary[Any, frozenset[str]] = weakref.WeakKeyDictionary()
 
 
-def check_labels_fit(tx: Any, trainable: Any) -> None:
+def check_labels_fit(tx: Any, trainable: Collection[str]) -> None:
     """Refuse a ``fl.layer_decay`` transformation that labels a trainable leaf "frozen".
+
+    Args:
+        tx: the optax transformation.
+        trainable: names of the leaves that train now.
 
     Raises:
         PlanError: ``tx`` was built with a plan that froze leaves that now train.
     """
-    frozen = _FROZEN_LABELS.get(getattr(tx, "init", None))
+    init = getattr(tx, "init", None)
+    frozen = _FROZEN_LABELS.get(init) if init is not None else None
     if not frozen:
         return
-    thawed = sorted(set(_array_names(trainable)) & frozen)
+    thawed = sorted(set(trainable) & frozen)
     if thawed:
         raise PlanError(
             f"this optimizer was built by fl.layer_decay with a plan that labels {len(thawed)} "
@@ -224,8 +229,3 @@ def check_labels_fit(tx: Any, trainable: Any) -> None:
             "in the trainable part."
         )
 
-
-def _array_names(tree: Any) -> list[str]:
-    names: list[str] = []
-    map_arrays(tree, lambda name, _: names.append(name), None)
-    return names

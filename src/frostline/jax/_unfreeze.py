@@ -31,6 +31,7 @@ each thaw.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import jax
@@ -38,10 +39,17 @@ import jax
 from .._errors import PlanError
 from ..core.mask import Mask
 from ..core.plan import Plan
-from ._mask import resolve_mask
-from ._view import is_array
+from ._mask import resolve_mask, trainable_names
+from ._models import is_nnx, view_of
+from ._view import array_names, is_array
 
 SHARED = ("keep", "fresh")
+
+
+def _nnx_state(tree: Any) -> bool:
+    """True for a Flax NNX ``State`` (never imports flax)."""
+    nnx = sys.modules.get("flax.nnx")
+    return nnx is not None and isinstance(tree, nnx.State)
 
 
 def _is_hole(value: Any) -> bool:
@@ -90,6 +98,13 @@ def regroup_opt_state(tx: Any, opt_state: Any, trainable: Any, *, shared: str = 
         raise PlanError(f"shared must be one of {SHARED}, got {shared!r}.")
     fresh, treedef = jax.tree_util.tree_flatten(tx.init(trainable), is_leaf=_is_hole)
     old, old_treedef = jax.tree_util.tree_flatten(opt_state, is_leaf=_is_hole)
+    if treedef != old_treedef and _nnx_state(trainable):
+        from ._nnx_thaw import merge_by_path, shared_paths, variable_names
+
+        names = variable_names(trainable)
+        return merge_by_path(tx.init(trainable), opt_state,
+                             shared_paths(tx, trainable) if shared == "fresh" else frozenset(),
+                             names, names | variable_names(opt_state))
     if treedef != old_treedef:
         raise PlanError(
             "the optimizer state does not fit this model: its tree structure differs from "
@@ -118,8 +133,8 @@ def regroup_opt_state(tx: Any, opt_state: Any, trainable: Any, *, shared: str = 
     return jax.tree_util.tree_unflatten(treedef, merged)
 
 
-def thaw(model: Any, plan: Plan | Mask, tx: Any, opt_state: Any, *, shared: str = "keep",
-         **group_options: Any) -> tuple[Any, Any, Any]:
+def thaw(model: Any, plan: Plan | Mask, tx: Any, opt_state: Any = None, *, shared: str = "keep",
+         **group_options: Any) -> Any:
     """Re-partition ``model`` by a new plan and carry ``opt_state`` over (gradual unfreezing).
 
     Call it outside the jitted step whenever the plan changes, e.g. each epoch with
@@ -135,16 +150,23 @@ def thaw(model: Any, plan: Plan | Mask, tx: Any, opt_state: Any, *, shared: str 
     ``"frozen"`` (``set_to_zero``), so those leaves would never train after a thaw; a
     ``fl.layer_decay`` transformation built so is refused.
 
+    Flax NNX: ``optimizer = fl.thaw(model, plan, optimizer)`` returns a new ``nnx.Optimizer``
+    for the new plan (``wrt=fl.nnx_filter(model, plan)``) holding the old optimizer's state for
+    the variables that stay trainable, fresh state for the thawed ones, and its ``step``; see
+    :mod:`frostline.jax._nnx_thaw`. Build a new ``nnx.jit`` step or pass the optimizer as an
+    argument (it retraces once, as the state changed shape).
+
     Args:
-        model: the whole model, e.g. ``fl.combine(trainable, frozen)`` of the last step.
+        model: the whole model, e.g. ``fl.combine(trainable, frozen)`` of the last step (NNX:
+            the module; its BatchNorm modes are set in place).
         plan: the new plan (or a ready mask).
-        tx: the optax transformation that made ``opt_state``.
-        opt_state: its state for the old trainable part.
+        tx: the optax transformation that made ``opt_state`` (NNX: the ``nnx.Optimizer``).
+        opt_state: its state for the old trainable part (NNX: not given).
         shared: what happens to state that belongs to no leaf, see :func:`regroup_opt_state`.
         **group_options: passed to ``fl.groups`` (``coarse``, ``spec``, ...).
 
     Returns:
-        ``(trainable, frozen, opt_state)`` for the new plan.
+        ``(trainable, frozen, opt_state)`` for the new plan (NNX: the new ``nnx.Optimizer``).
 
     Raises:
         PlanError: the plan is not a Plan or Mask, the state does not fit (see
@@ -167,7 +189,16 @@ def thaw(model: Any, plan: Plan | Mask, tx: Any, opt_state: Any, *, shared: str 
     from ._backend import BACKEND
     from ._optax import check_labels_fit
 
-    model = BACKEND.apply(model, resolve_mask(model, plan, **group_options), plan)
+    if shared not in SHARED:
+        raise PlanError(f"shared must be one of {SHARED}, got {shared!r}.")
+    mask = resolve_mask(model, plan, **group_options)
+    model = BACKEND.apply(model, mask, plan)
+    if is_nnx(model):
+        from ._nnx_thaw import thaw_nnx
+
+        names = trainable_names(view_of(model), mask)
+        check_labels_fit(getattr(tx, "tx", None), names)
+        return thaw_nnx(model, names, tx, shared)
     trainable, frozen = BACKEND.partition(model, plan, **group_options)
-    check_labels_fit(tx, trainable)
+    check_labels_fit(tx, array_names(trainable))
     return trainable, frozen, regroup_opt_state(tx, opt_state, trainable, shared=shared)

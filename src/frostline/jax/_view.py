@@ -11,6 +11,7 @@ read.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -176,7 +177,25 @@ def dict_paths(tree: Any) -> list[str]:
 def map_arrays(tree: Any, fn: Callable[[str, Any], Any], other: Any) -> Any:
     """Map every array leaf of ``tree`` to ``fn(dotted_name, leaf)`` and every other leaf to ``other``.
 
-    ``None`` holes (as left by a partition) stay ``None``, so the result mirrors ``tree``.
+    ``None`` holes (as left by a partition) stay ``None``, so the result mirrors ``tree``. A
+    Flax NNX ``Variable`` (as in ``nnx.state(model)``, which ``nnx.Optimizer`` hands optax)
+    counts as the array it holds, named by its path in the state.
     """
-    return jax.tree_util.tree_map_with_path(
-        lambda key_path, leaf: fn(dotted(key_path), leaf) if is_array(leaf) else other, tree)
+    def visit(key_path: Any, leaf: Any) -> Any:
+        value = leaf.get_value() if _is_variable(leaf) else leaf
+        return fn(dotted(key_path), value) if is_array(value) else other
+
+    return jax.tree_util.tree_map_with_path(visit, tree, is_leaf=_is_variable)
+
+
+def array_names(tree: Any) -> list[str]:
+    """Dotted names of the arrays of ``tree`` (``None`` holes have none)."""
+    names: list[str] = []
+    map_arrays(tree, lambda name, _: names.append(name), None)
+    return names
+
+
+def _is_variable(value: Any) -> bool:
+    """True for a Flax NNX ``Variable`` (never imports flax)."""
+    nnx = sys.modules.get("flax.nnx")
+    return nnx is not None and isinstance(value, nnx.Variable)
