@@ -195,3 +195,58 @@ def test_train_bn_with_fixed_statistics_trains_affine_and_keeps_statistics(train
     assert not moved_names & stats
     assert stats <= names
     assert moved_names <= affine | {"head.weight", "head.bias"}
+
+
+# --- Linen params after a jitted step: the same layers as a PyTorch Sequential ---------------
+
+
+@pytest.fixture(scope="module")
+def linen_after_step():
+    from linen_models import Deep, after_jitted_step, init
+
+    x = jnp.ones((2, 3))
+    return after_jitted_step(Deep(), init(Deep(), x), x)
+
+
+@pytest.mark.parametrize("k", [1, 2, 5])
+def test_lock_on_linen_params_after_a_jitted_step_matches_pytorch(linen_after_step, k):
+    torch_net = nn.Sequential(*[nn.Linear(4, 4) for _ in range(13)])
+    fl.lock(torch_net, k)
+    torch_layers = {int(n.split(".")[0]) for n, p in torch_net.named_parameters()
+                    if p.requires_grad}
+    linen = fl.Plan.lock(k).mask_on(linen_after_step).trainable_names()
+    assert {int(n.split(".")[1].split("_")[1]) for n in linen} == torch_layers == set(
+        range(13 - k, 13))
+
+
+# --- gradual unfreezing with layer decay: PyTorch Unfreezer and NNX thaw agree --------------
+
+
+def test_nnx_gradual_unfreezing_with_layer_decay_matches_the_pytorch_unfreezer():
+    schedule = fl.UnfreezeSchedule.gradual(every=1, start=1)
+    torch_net = TorchBnNet()
+    unfreezer = fl.Unfreezer(torch_net, schedule, lr=0.1, layer_decay=0.5)
+    torch_opt = torch.optim.AdamW(unfreezer.param_groups(), lr=0.1)
+    model = NnxNet()
+    n = len(fl.groups(model))
+    assert n == len(fl.groups(torch_net)) == 5
+    tx = fl.layer_decay(model, optax.adamw, lr=0.1, decay=0.5)
+    labels, scales = fl.layer_decay_labels(model, 0.5)
+    optimizer = nnx.Optimizer(model, tx, wrt=fl.nnx_filter(model, schedule.plan_at(0, n)))
+    rename = {"scale": "weight", "kernel": "weight"}
+
+    def torch_name(name: str) -> str:
+        *head, last = name.split(".")
+        return ".".join([*head, rename.get(last, last)])
+
+    names = dict(torch_net.named_parameters())
+    for epoch in range(4):
+        if epoch:
+            unfreezer.step(epoch, torch_opt)
+            optimizer = fl.thaw(model, schedule.plan_at(epoch, n), optimizer)
+        torch_lr = {name: group["lr"] for group in torch_opt.param_groups
+                    for name, p in names.items() if any(p is q for q in group["params"])}
+        nnx_lr = {torch_name(name): 0.1 * scales[labels.as_dict()[name]]
+                  for name in optimizer.wrt.names}
+        assert set(nnx_lr) == set(torch_lr) == {n for n, p in names.items() if p.requires_grad}
+        assert all(np.isclose(nnx_lr[name], torch_lr[name]) for name in nnx_lr)
