@@ -250,3 +250,27 @@ def test_nnx_gradual_unfreezing_with_layer_decay_matches_the_pytorch_unfreezer()
                   for name in optimizer.wrt.names}
         assert set(nnx_lr) == set(torch_lr) == {n for n, p in names.items() if p.requires_grad}
         assert all(np.isclose(nnx_lr[name], torch_lr[name]) for name in nnx_lr)
+
+
+# --- trainable-only checkpoints: one format, the same names ---------------------------------
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_checkpoints_store_the_same_names_in_one_format(tmp_path, k):
+    from safetensors import safe_open
+
+    torch_net, eqx_model = Net(), eqx_net()
+    fl.lock(torch_net, k)
+    torch_info = fl.save_trainable(torch_net, tmp_path / "torch.safetensors")
+    eqx_info = fl.save_trainable(eqx_model, tmp_path / "eqx.safetensors", fl.Plan.lock(k))
+    assert torch_info.tensors == eqx_info.tensors
+    assert torch_info.trainable == eqx_info.trainable
+    metas = []
+    for name in ("torch", "eqx"):
+        with safe_open(tmp_path / f"{name}.safetensors", framework="numpy") as handle:
+            metas.append(handle.metadata())
+    assert set(metas[0]) == set(metas[1])
+    assert metas[0]["frostline.format"] == metas[1]["frostline.format"]
+    restored = fl.load_trainable(eqx_net(), tmp_path / "eqx.safetensors")
+    assert sorted(arrays_by_name(fl.partition(restored, fl.Plan.lock(k))[0])) == sorted(
+        eqx_info.trainable)
