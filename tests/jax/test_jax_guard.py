@@ -130,3 +130,37 @@ def test_nnx_guard_with_buffers_passes_once_frozen_batchnorms_are_in_inference()
     with fl.guard(model, plan, buffers=True):
         nnx_train(model, plan)
     assert not np.array_equal(np.asarray(model.blocks[2].bn.mean[...]), np.zeros(4))
+
+
+# --- eqx.nn.State statistics and (model, state) pairs ---------------------------------------
+
+
+def test_guard_watches_batchnorm_statistics_held_in_an_eqx_state():
+    from jax_models import BnBlocks
+
+    model, state = eqx.nn.make_with_state(BnBlocks)(key=jax.random.key(0))
+    plan = fl.Plan.lock(2)
+    x, _ = batch()
+
+    def forward(model, state):
+        return jax.vmap(model, axis_name="batch", in_axes=(0, None), out_axes=(0, None))(x, state)
+
+    with pytest.raises(fl.GuardError, match=r"blocks\.0\.bn\.running_mean.*training mode"):
+        with fl.guard((model, state), plan, buffers=True) as snap:
+            _, state = forward(model, state)
+            snap.update((model, state))
+    fixed = plan.with_bn(freeze_bn_stats=True)
+    model = fixed.apply(model)
+    with fl.guard((model, state), fixed, buffers=True) as snap:
+        _, state = forward(model, state)
+        snap.update((model, state))
+    assert set(snap.frozen) >= {f"blocks.{i}.bn.running_{s}" for i in (0, 1) for s in ("mean",
+                                                                                      "var")}
+
+
+def test_a_pair_is_for_the_guard_only():
+    from jax_models import BnBlocks
+
+    pair = eqx.nn.make_with_state(BnBlocks)(key=jax.random.key(0))
+    with pytest.raises(fl.BackendError, match="pass the model alone"):
+        fl.partition(pair, fl.Plan.lock(1))

@@ -88,3 +88,26 @@ def test_nnx_order_survives_a_jitted_call_that_reassigns_attributes():
     first = fl.view(model).names
     nnx.jit(lambda m: m(jnp.ones((2, 3))))(model)
     assert fl.view(model).names == first
+
+
+def test_eqx_shared_weights_are_tied_and_a_split_freeze_is_refused():
+    k1, k2 = jax.random.split(jax.random.key(0))
+    shared = eqx.nn.Shared((eqx.nn.Embedding(5, 4, key=k1), eqx.nn.Linear(4, 5, key=k2)),
+                           lambda p: p[1].weight, lambda p: p[0].weight)
+    view = fl.view(shared)
+    assert view["pytree.1.weight"].tied_to == ("pytree.0.weight",)
+    with pytest.raises(fl.TiedWeightError, match="'pytree.0.weight' and 'pytree.1.weight'"):
+        fl.Plan().freeze("pytree.0").mask_on(shared)
+    plan = fl.Plan().freeze("pytree.0 | pytree.1.weight")
+    trainable, _ = fl.partition(shared, plan)
+    assert trainable.pytree[0].weight is None and trainable.pytree[1].bias is not None
+    with fl.guard(shared, plan) as snap:
+        snap.update(shared)
+
+
+def test_eqx_shared_with_a_computed_get_is_refused():
+    k1, k2 = jax.random.split(jax.random.key(0))
+    shared = eqx.nn.Shared((eqx.nn.Embedding(5, 4, key=k1), eqx.nn.Linear(5, 4, key=k2)),
+                           lambda p: p[1].weight, lambda p: jnp.transpose(p[0].weight))
+    with pytest.raises(fl.BackendError, match="computed value"):
+        fl.view(shared)

@@ -20,7 +20,7 @@ from ._batchnorm import batchnorms_in_inference, set_bn_modes
 from ._groups import jax_groups
 from ._guard import JaxSnapshot, snapshot
 from ._mask import resolve_mask, trainable_names
-from ._models import is_array_tree, is_equinox, is_nnx, view_of
+from ._models import is_array_tree, is_equinox, is_nnx, split_state, view_of
 from ._partition import filter_spec, join, split
 
 
@@ -28,7 +28,8 @@ class JaxBackend:
     name = "jax"
 
     def handles(self, model: Any) -> bool:
-        return is_equinox(model) or is_nnx(model) or is_array_tree(model)
+        return (is_equinox(model) or is_nnx(model) or is_array_tree(model)
+                or split_state(model)[1] is not None)
 
     def view(self, model: Any) -> TreeView:
         return view_of(model)

@@ -25,7 +25,7 @@ from ..core.mask import Mask
 from ..core.norms import STAT_NAMES, is_batchnorm
 from ..core.plan import Plan
 from ._mask import resolve_mask
-from ._models import arrays_of, is_nnx, view_of
+from ._models import arrays_of, is_nnx, modules_of, split_state, view_of
 
 _MIX_A = np.uint32(2654435761)
 _MIX_B = np.uint32(2246822519)
@@ -80,11 +80,19 @@ class JaxSnapshot:
     """
 
     def __init__(self, model: Any, view: TreeView, mask: Mask, *, buffers: bool = False):
-        trainable = {leaf.name for leaf in view if leaf.kind == PARAM and mask[leaf.name]}
-        frozen = [leaf.name for leaf in view if leaf.kind == PARAM and not mask[leaf.name]]
+        # One fingerprint per array: an alias of a shared array (eqx.nn.Shared) has no array.
+        own = [leaf for leaf in view if view.canonical[leaf.name] == leaf.name]
+        trainable = {leaf.name for leaf in own if leaf.kind == PARAM and mask[leaf.name]}
+        frozen = [leaf.name for leaf in own if leaf.kind == PARAM and not mask[leaf.name]]
+        module, state = split_state(model)
+        self._state_stats: dict[str, tuple[str, int]] = {}
         if buffers:
             frozen += _watched_stats(view, mask)
-        self._stats = frozenset(leaf.name for leaf in view if leaf.kind == BUFFER)
+            if state is not None:
+                self._state_stats = _state_stats(module, view, mask)
+                frozen += list(self._state_stats)
+        self._stats = frozenset(leaf.name for leaf in view if leaf.kind == BUFFER) | set(
+            self._state_stats)
         self.frozen = tuple(frozen)
         self.trainable = tuple(n for n in view.names if n in trainable)
         self._mutable = is_nnx(model)
@@ -93,7 +101,17 @@ class JaxSnapshot:
         self._prints = fingerprints(self._arrays(model))
 
     def _arrays(self, model: Any) -> dict[str, Any]:
-        arrays = arrays_of(model)
+        module, state = split_state(model)
+        arrays = arrays_of(module)
+        if self._state_stats:
+            if state is None:
+                raise GuardError(
+                    "the snapshot watches BatchNorm statistics held in an eqx.nn.State: check "
+                    "the (model, state) pair after training, not the model alone."
+                )
+            modules = modules_of(module)
+            for name, (path, position) in self._state_stats.items():
+                arrays[name] = state.get(modules[path].batch_state_index)[position]
         missing = [n for n in (*self.frozen, *self.trainable) if n not in arrays]
         if missing:
             raise GuardError(
@@ -156,16 +174,33 @@ class JaxSnapshot:
                 )
 
 
-def _watched_stats(view: TreeView, mask: Mask) -> list[str]:
-    """Statistics that must not move: those of the BatchNorms the plan fixes
-    (``mask.frozen_stats``), and those of BatchNorms whose parameters are all frozen (what
-    a BatchNorm left in training mode would update), as the PyTorch guard watches."""
+def _state_stats(module: Any, view: TreeView, mask: Mask) -> dict[str, tuple[str, int]]:
+    """Equinox BatchNorm statistics to watch in the state: ``name -> (BatchNorm path, index)``
+    (``batch_state_index`` holds the running mean, then the running variance)."""
+    fixed = set(mask.frozen_stats) | _all_params_frozen(view, mask)
+    out = {}
+    for path, bn in modules_of(module).items():
+        if path in fixed and hasattr(bn, "batch_state_index"):
+            prefix = f"{path}." if path else ""
+            out[prefix + "running_mean"] = (path, 0)
+            out[prefix + "running_var"] = (path, 1)
+    return out
+
+
+def _all_params_frozen(view: TreeView, mask: Mask) -> set[str]:
     params_frozen: dict[str, bool] = {}
     for leaf in view:
         if leaf.kind == PARAM and leaf.owners and is_batchnorm(leaf.owners[-1]):
             path = leaf.module_path
             params_frozen[path] = params_frozen.get(path, True) and not mask[leaf.name]
-    fixed = set(mask.frozen_stats) | {path for path, frozen in params_frozen.items() if frozen}
+    return {path for path, frozen in params_frozen.items() if frozen}
+
+
+def _watched_stats(view: TreeView, mask: Mask) -> list[str]:
+    """Statistics that must not move: those of the BatchNorms the plan fixes
+    (``mask.frozen_stats``), and those of BatchNorms whose parameters are all frozen (what
+    a BatchNorm left in training mode would update), as the PyTorch guard watches."""
+    fixed = set(mask.frozen_stats) | _all_params_frozen(view, mask)
     return [leaf.name for leaf in view if leaf.kind == BUFFER and leaf.path[-1] in STAT_NAMES
             and leaf.owners and leaf.module_path in fixed]
 
@@ -173,6 +208,11 @@ def _watched_stats(view: TreeView, mask: Mask) -> list[str]:
 def snapshot(model: Any, plan: Plan | Mask | None, *, buffers: bool = False,
              **group_options: Any) -> JaxSnapshot:
     """Fingerprint ``model`` under ``plan`` (see :class:`JaxSnapshot`).
+
+    ``model`` may be an Equinox ``(model, state)`` pair: with ``buffers=True`` the statistics
+    that the ``eqx.nn.State`` holds for BatchNorms with fixed statistics (or all-frozen
+    parameters) are watched too, as ``<path>.running_mean`` / ``<path>.running_var``; check
+    the pair after training.
 
     Raises:
         PlanError: no plan was given (JAX models carry no trainable flags of their own).
@@ -182,6 +222,7 @@ def snapshot(model: Any, plan: Plan | Mask | None, *, buffers: bool = False,
             "JAX models carry no trainable flags, so the guard needs the plan (or mask) that "
             "says what is frozen: fl.snapshot(model, plan) / fl.guard(model, plan)."
         )
-    view = view_of(model)
-    return JaxSnapshot(model, view, resolve_mask(model, plan, view, **group_options),
+    module, _ = split_state(model)
+    view = view_of(module)
+    return JaxSnapshot(model, view, resolve_mask(module, plan, view, **group_options),
                        buffers=buffers)

@@ -39,7 +39,28 @@ def is_array_tree(model: Any) -> bool:
     return bool(leaves) and all(is_array(leaf) for leaf in leaves)
 
 
+def split_state(model: Any) -> tuple[Any, Any]:
+    """An Equinox ``(model, eqx.nn.State)`` pair apart; anything else is ``(model, None)``."""
+    if (isinstance(model, tuple) and len(model) == 2 and type(model[1]).__name__ == "State"
+            and type(model[1]).__module__.startswith("equinox")):
+        return model
+    return model, None
+
+
 def view_of(model: Any) -> TreeView:
+    """The tree view of ``model``.
+
+    Raises:
+        BackendError: ``model`` is an Equinox ``(model, state)`` pair, which only the guard
+            takes.
+    """
+    if split_state(model)[1] is not None:
+        from .._errors import BackendError
+
+        raise BackendError(
+            "a (model, eqx.nn.State) pair is for the guard (fl.snapshot / fl.guard); pass the "
+            "model alone here."
+        )
     if is_nnx(model):
         from ._nnx import build_nnx_view
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
@@ -22,6 +22,7 @@ import numpy as np
 
 from ..core.leaves import BUFFER, PARAM, Leaf, Owner, TreeView
 from ._order import key_rank, linen_class_name, split_number
+from ._shared import is_placeholder, shared_aliases
 
 # Containers that hold a model's parts but are not parts themselves: they own nothing.
 _CONTAINERS = (dict, list, tuple, type(None))
@@ -116,7 +117,8 @@ def _has_children(value: Any) -> bool:
 def build_view(tree: Any) -> TreeView:
     """The tree view of an Equinox module or a pytree of arrays.
 
-    Two paths that hold the very same array object are reported as tied (``tied_to``). In
+    Two paths that hold the very same array object are reported as tied (``tied_to``), and so
+    are the places an ``eqx.nn.Shared`` ties to an array (see :mod:`frostline.jax._shared`). In
     Flax Linen variables (``{"params": ..., "batch_stats": ...}``) only ``params`` holds
     parameters; every other collection is state (kind "buffer"), which never trains.
 
@@ -126,7 +128,12 @@ def build_view(tree: Any) -> TreeView:
         >>> [leaf.name for leaf in view]
         ['encoder.0.w']
     """
-    found = [node for node in walk(tree) if is_array(node.value)]
+    nodes = list(walk(tree))
+    aliases = shared_aliases((".".join(n.keys), n.value) for n in nodes)
+    arrays = {".".join(n.keys): n.value for n in nodes if is_array(n.value)}
+    found = [n if is_array(n.value) else replace(n, value=arrays[aliases[".".join(n.keys)]])
+             for n in nodes if is_array(n.value) or (
+                 is_placeholder(n.value) and ".".join(n.keys) in aliases)]
     state_only = is_linen_variables(tree)
     names_by_array: dict[int, list[str]] = {}
     for node in found:
