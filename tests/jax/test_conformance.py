@@ -65,8 +65,8 @@ def test_both_frameworks_see_the_same_leaves_and_groups():
 @pytest.mark.parametrize("plan", list(PLANS))
 def test_same_plan_freezes_the_same_names(plan):
     torch_net, eqx_model = Net(), eqx_net()
-    torch_frozen = PLANS[plan].mask_on(torch_net).frozen_names()
-    eqx_frozen = PLANS[plan].mask_on(eqx_model).frozen_names()
+    torch_frozen = fl.mask(torch_net, PLANS[plan]).frozen_names()
+    eqx_frozen = fl.mask(eqx_model, PLANS[plan]).frozen_names()
     assert torch_frozen == eqx_frozen
 
 
@@ -74,7 +74,7 @@ def test_same_plan_freezes_the_same_names(plan):
 def test_lock_gives_requires_grad_and_filter_spec_that_agree(k):
     torch_net, eqx_model = Net(), eqx_net()
     fl.lock(torch_net, k)
-    spec = fl.lock(eqx_model, k).mask(eqx_model)
+    spec = fl.filter_spec(eqx_model, fl.lock(eqx_model, k))
     trainable, _ = fl.partition(eqx_model, fl.Plan.lock(k))
     expected = sorted(n for n, p in torch_net.named_parameters() if p.requires_grad)
     assert sorted(arrays_by_name(trainable)) == expected
@@ -118,7 +118,7 @@ def moved(before: dict, after: dict) -> set[str]:
 
 def train_torch():
     model = TorchBnNet()
-    BN_PLAN.apply(model)
+    fl.apply(model, BN_PLAN)
     model.train()
     before = {k: v.detach().clone().numpy() for k, v in model.state_dict().items()}
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
@@ -133,7 +133,7 @@ def train_torch():
 
 def train_equinox():
     model, state = eqx.nn.make_with_state(BnBlocks)(key=jax.random.key(0))
-    model = BN_PLAN.apply(model)
+    model = fl.apply(model, BN_PLAN)
     trainable, frozen = fl.partition(model, BN_PLAN)
     tx = optax.adamw(1e-2)
     opt_state = tx.init(trainable)
@@ -160,7 +160,7 @@ def train_equinox():
 
 def train_nnx():
     model = NnxNet()
-    BN_PLAN.apply(model)
+    fl.apply(model, BN_PLAN)
     wrt = fl.nnx_filter(model, BN_PLAN)
     optimizer = nnx.Optimizer(model, optax.adamw(1e-2), wrt=wrt)
     x, y = batch()
@@ -214,7 +214,7 @@ def test_lock_on_linen_params_after_a_jitted_step_matches_pytorch(linen_after_st
     fl.lock(torch_net, k)
     torch_layers = {int(n.split(".")[0]) for n, p in torch_net.named_parameters()
                     if p.requires_grad}
-    linen = fl.Plan.lock(k).mask_on(linen_after_step).trainable_names()
+    linen = fl.mask(linen_after_step, fl.Plan.lock(k)).trainable_names()
     assert {int(n.split(".")[1].split("_")[1]) for n in linen} == torch_layers == set(
         range(13 - k, 13))
 

@@ -104,18 +104,18 @@ def bn_blocks():
 
 def test_equinox_apply_sets_modes_both_ways():
     model, _ = bn_blocks()
-    locked = fl.Plan.lock(1, freeze_bn_stats=True).apply(model)
+    locked = fl.apply(model, fl.Plan.lock(1, freeze_bn_stats=True))
     assert [b.bn.inference for b in locked.blocks] == [True, True, True]
-    thawed = fl.Plan.lock(3, freeze_bn_stats=True).apply(locked)
+    thawed = fl.apply(locked, fl.Plan.lock(3, freeze_bn_stats=True))
     assert [b.bn.inference for b in thawed.blocks] == [True, False, False]
-    assert [b.bn.inference for b in fl.Plan().apply(thawed).blocks] == [False] * 3
+    assert [b.bn.inference for b in fl.apply(thawed, fl.Plan()).blocks] == [False] * 3
 
 
 def test_equinox_thaw_puts_a_thawed_group_back_to_training_statistics():
     model, state = bn_blocks()
     tx = optax.adamw(1e-2)
     plan0 = fl.Plan.lock(1, freeze_bn_stats=True)
-    model = plan0.apply(model)
+    model = fl.apply(model, plan0)
     trainable, _ = fl.partition(model, plan0)
     trainable, frozen, _ = fl.thaw(model, fl.Plan.lock(3, freeze_bn_stats=True), tx,
                                    tx.init(trainable))
@@ -141,6 +141,6 @@ def test_nnx_eval_then_train_keeps_fixed_statistics_fixed():
     after = nnx_stats(model)
     assert {n for n in before if not np.array_equal(before[n], after[n])} == {
         "blocks.2.bn.mean", "blocks.2.bn.var"}
-    fl.Plan.lock(3, freeze_bn_stats=True).apply(model)
+    fl.apply(model, fl.Plan.lock(3, freeze_bn_stats=True))
     model.train()
     assert [b.bn.use_running_average for b in model.blocks] == [True, False, False]

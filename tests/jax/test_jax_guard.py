@@ -49,7 +49,7 @@ def test_zeroed_full_gradients_with_weight_decay_fail_naming_every_frozen_leaf()
     model = eqx_net()
     plan = fl.Plan.lock(2)
     snap = fl.snapshot(model, plan)
-    frozen = plan.mask_on(model).frozen_names()
+    frozen = fl.mask(model, plan).frozen_names()
     with pytest.raises(fl.GuardError, match=f"{len(frozen)} frozen leaves moved") as info:
         snap.check(train_zeroed_full_gradients(model, plan))
     assert all(name in str(info.value) for name in frozen)
@@ -150,7 +150,7 @@ def test_guard_watches_batchnorm_statistics_held_in_an_eqx_state():
             _, state = forward(model, state)
             snap.update((model, state))
     fixed = plan.with_bn(freeze_bn_stats=True)
-    model = fixed.apply(model)
+    model = fl.apply(model, fixed)
     with fl.guard((model, state), fixed, buffers=True) as snap:
         _, state = forward(model, state)
         snap.update((model, state))

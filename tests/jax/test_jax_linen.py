@@ -36,10 +36,10 @@ def test_jit_hands_back_sorted_keys(deep):
 
 def test_lock_trains_the_same_leaves_after_a_jitted_optax_step(deep):
     fresh, stepped = deep
-    expected = fl.Plan.lock(2).mask_on(fresh).trainable_names()
+    expected = fl.mask(fresh, fl.Plan.lock(2)).trainable_names()
     assert sorted(expected) == sorted(f"params.Dense_{i}.{k}" for i in (11, 12)
                                       for k in ("kernel", "bias"))
-    assert sorted(fl.Plan.lock(2).mask_on(stepped).trainable_names()) == sorted(expected)
+    assert sorted(fl.mask(stepped, fl.Plan.lock(2)).trainable_names()) == sorted(expected)
     trainable, _ = fl.partition(stepped, fl.Plan.lock(2))
     assert sorted(arrays_by_name(trainable)) == sorted(expected)
 
@@ -104,14 +104,14 @@ def test_unknowable_order_asks_for_spec():
     with pytest.raises(fl.GroupError, match=r"cannot be known.*Block_\*, Dense_\*.*spec="):
         fl.groups(variables)
     with pytest.raises(fl.GroupError, match="spec="):
-        fl.Plan.lock(1).mask_on(variables)
+        fl.mask(variables, fl.Plan.lock(1))
     spec = ["params.Dense_0", "params.Block_*", "params.Dense_1"]
     assert fl.groups(variables, spec=spec).names == spec
 
 
 def test_linen_modules_are_known_by_their_automatic_names():
     variables = init(Mixed(), X)
-    frozen = fl.Plan().freeze("type:LayerNorm").mask_on(variables).frozen_names()
+    frozen = fl.mask(variables, fl.Plan().freeze("type:LayerNorm")).frozen_names()
     assert frozen == [f"params.Block_{i}.LayerNorm_0.{k}" for i in range(3)
                       for k in ("bias", "scale")]
 

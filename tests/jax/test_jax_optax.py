@@ -19,7 +19,7 @@ def loss_fn(model, x, y):
 
 def test_an_equinox_label_tree_would_be_called_by_optax():
     model = eqx_net()
-    spec = fl.Plan.lock(1).mask(model)
+    spec = fl.filter_spec(model, fl.Plan.lock(1))
     labels = jax.tree_util.tree_map(lambda t: "trainable" if t else "frozen", spec)
     tx = optax.multi_transform({"trainable": optax.adam(1e-3), "frozen": optax.set_to_zero()},
                                labels)
@@ -49,7 +49,7 @@ def test_multi_transform_with_frostline_labels_keeps_frozen_leaves_under_weight_
     updates, _ = tx.update(grads, state, params)
     trained = eqx.apply_updates(model, updates)
     before, after = arrays_by_name(model), arrays_by_name(trained)
-    mask = plan.mask_on(model)
+    mask = fl.mask(model, plan)
     assert all(np.array_equal(before[n], after[n]) for n in mask.frozen_names())
     assert all(not np.array_equal(before[n], after[n]) for n in mask.trainable_names())
 
@@ -58,7 +58,7 @@ def test_optax_mask_matches_the_filter_spec():
     model = eqx_net()
     plan = fl.Plan().freeze("name:bias")
     mask = fl.optax_mask(model, plan)(model)
-    spec = plan.mask(model)
+    spec = fl.filter_spec(model, plan)
     assert jax.tree_util.tree_leaves(mask) == jax.tree_util.tree_leaves(spec)
 
 
@@ -87,21 +87,21 @@ def test_masked_then_freeze_last_keeps_frozen_leaves_under_weight_decay():
     tx = optax.chain(optax.masked(decaying_adamw(), fl.optax_mask(model, plan)),
                      fl.optax_freeze(model, plan))
     assert moved_names(model, adamw_steps(model, tx)) == set(
-        plan.mask_on(model).trainable_names())
+        fl.mask(model, plan).trainable_names())
 
 
 def test_freeze_last_keeps_frozen_leaves_under_weight_decay():
     model, plan = eqx_net(), fl.Plan.lock(2)
     tx = optax.chain(decaying_adamw(), fl.optax_freeze(model, plan))
     assert moved_names(model, adamw_steps(model, tx)) == set(
-        plan.mask_on(model).trainable_names())
+        fl.mask(model, plan).trainable_names())
 
 
 def test_the_forms_the_docs_warn_against_do_move_frozen_leaves():
     """Why the recipes end with the freeze: masked alone passes raw gradients through, and a
     freeze before adamw leaves weight decay to move the frozen kernels."""
     model, plan = eqx_net(), fl.Plan.lock(2)
-    frozen = set(plan.mask_on(model).frozen_names())
+    frozen = set(fl.mask(model, plan).frozen_names())
     masked_alone = optax.masked(decaying_adamw(), fl.optax_mask(model, plan))
     freeze_first = optax.chain(fl.optax_freeze(model, plan), decaying_adamw())
     assert moved_names(model, adamw_steps(model, masked_alone)) >= frozen
@@ -137,7 +137,7 @@ def test_layer_decay_transform_applies_the_scaled_rates():
     grads = eqx.filter_grad(lambda t: loss_fn(fl.combine(t, frozen), *batch()))(trainable)
     updates, _ = tx.update(grads, tx.init(trainable), trainable)
     g, u = arrays_by_name(grads), arrays_by_name(updates)
-    assert set(u) == set(plan.mask_on(model).trainable_names())
+    assert set(u) == set(fl.mask(model, plan).trainable_names())
     np.testing.assert_allclose(u["layers.2.fc1.weight"], -0.05 * g["layers.2.fc1.weight"],
                                rtol=1e-6)
     np.testing.assert_allclose(u["head.weight"], -0.1 * g["head.weight"], rtol=1e-6)

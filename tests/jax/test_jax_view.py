@@ -97,7 +97,7 @@ def test_eqx_shared_weights_are_tied_and_a_split_freeze_is_refused():
     view = fl.view(shared)
     assert view["pytree.1.weight"].tied_to == ("pytree.0.weight",)
     with pytest.raises(fl.TiedWeightError, match="'pytree.0.weight' and 'pytree.1.weight'"):
-        fl.Plan().freeze("pytree.0").mask_on(shared)
+        fl.mask(shared, fl.Plan().freeze("pytree.0"))
     plan = fl.Plan().freeze("pytree.0 | pytree.1.weight")
     trainable, _ = fl.partition(shared, plan)
     assert trainable.pytree[0].weight is None and trainable.pytree[1].bias is not None

@@ -60,7 +60,7 @@ def frozen_bn_inference(model: Any, plan: Plan | Mask, **group_options: Any) -> 
     ``freeze_bn_stats=True``: those whose statistics the rules freeze; ``train_bn`` trains
     their affine parameters and leaves the statistics fixed, as in PyTorch). Every other
     BatchNorm goes back to training mode, so a thawed group's statistics train again.
-    ``plan.apply(model)`` does the same.
+    ``fl.apply(model, plan)`` does the same.
 
     Equinox (``eqx.nn.BatchNorm``): returns a new model (``inference`` flags set); the input
     model is unchanged. Flax NNX (``nnx.BatchNorm``): sets ``use_running_average`` in place and

@@ -50,24 +50,26 @@ from ..core.checkpoint import (
     read_metadata,
     write_atomic,
 )
+from ..core.groups import Grouping
 from ..core.leaves import BUFFER, TreeView
 from ..core.mask import Mask
 from ..core.norms import STAT_NAMES, is_batchnorm
 from ..core.plan import Plan
+from ..core.resolve import resolve
 from ._mask import trainable_names
 from ._models import arrays_of, is_nnx, view_of
 from ._view import dotted, is_array
 
 
-def save_trainable(model: Any, path: str | os.PathLike[str], plan: Plan,
-                   **group_options: Any) -> CheckpointInfo:
+def save_trainable(model: Any, path: str | os.PathLike[str], plan: Plan | None = None,
+                   grouping: Grouping | None = None) -> CheckpointInfo:
     """Write the part of ``model`` that ``plan`` trains to a safetensors file, atomically.
 
     Args:
         model: an Equinox module, a Flax NNX module or a pytree of arrays (Linen variables).
         path: the file to write.
         plan: the plan the model was trained under (JAX models carry no trainable flags).
-        **group_options: how its groups were built (``spec=``, ``names=``); stored with it.
+        grouping: how its groups were built (``spec=``, ``names=``); stored with the plan.
 
     Returns:
         :class:`~frostline.core.checkpoint.CheckpointInfo` with the stored names.
@@ -81,12 +83,12 @@ def save_trainable(model: Any, path: str | os.PathLike[str], plan: Plan,
             f"fl.save_trainable(model, path, plan); got {type(plan).__name__}."
         )
     try:
-        plan = plan.with_groups(**group_options) if group_options else plan
+        plan = plan.with_grouping(grouping) if grouping is not None else plan
         plan_dict = plan.to_dict()
     except PlanError as exc:
         raise CheckpointError(f"the plan cannot be stored with the checkpoint: {exc}") from None
     view = view_of(model)
-    mask = plan.mask_on(model)
+    mask = resolve(model, plan).mask
     names = _stored_names(view, mask)
     arrays = {name: np.asarray(jax.device_get(value)) for name, value in arrays_of(model).items()}
     stored = set(names)
@@ -109,7 +111,7 @@ def save_trainable(model: Any, path: str | os.PathLike[str], plan: Plan,
 
 
 def load_trainable(model: Any, path: str | os.PathLike[str], strict: bool = True, *,
-                   check_base: bool = True, **group_options: Any) -> Any:
+                   check_base: bool = True, grouping: Grouping | None = None) -> Any:
     """Restore a checkpoint written by :func:`save_trainable` onto the base model.
 
     Args:
@@ -119,7 +121,7 @@ def load_trainable(model: Any, path: str | os.PathLike[str], strict: bool = True
             False, stored arrays the model lacks are skipped. The file must hold every array
             the plan trains either way.
         check_base: refuse a base whose architecture or frozen weights differ.
-        **group_options: grouping options that override those stored with the plan.
+        grouping: grouping options that override those stored with the plan.
 
     Returns:
         The restored model: a new one (Equinox, pytrees) or ``model`` itself (NNX, changed in
@@ -141,7 +143,7 @@ def load_trainable(model: Any, path: str | os.PathLike[str], strict: bool = True
     if plan is None:
         raise CheckpointError(f"{path!r} holds no plan; a JAX checkpoint needs one.")
     try:
-        mask = plan.mask_on(model, **group_options)
+        mask = resolve(model, plan, grouping).mask
     except SelectorError as exc:
         raise CheckpointError(f"the plan stored in {path!r} does not fit this model: {exc}"
                               ) from None
@@ -149,7 +151,7 @@ def load_trainable(model: Any, path: str | os.PathLike[str], strict: bool = True
     restored = _restore(model, view, {n: a for n, a in payload.items() if n in view})
     from ._backend import BACKEND
 
-    return BACKEND.apply(restored, mask, plan)
+    return BACKEND.apply(resolve(restored, mask))
 
 
 def _stored_names(view: TreeView, mask: Mask) -> list[str]:

@@ -19,13 +19,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._errors import GuardError, PlanError
+from .._errors import GuardError
 from ..core.leaves import BUFFER, PARAM, TreeView
 from ..core.mask import Mask
 from ..core.norms import STAT_NAMES, is_batchnorm
-from ..core.plan import Plan
-from ._mask import resolve_mask
-from ._models import arrays_of, is_nnx, modules_of, split_state, view_of
+from ._models import arrays_of, is_nnx, modules_of, split_state
 
 _MIX_A = np.uint32(2654435761)
 _MIX_B = np.uint32(2246822519)
@@ -73,6 +71,10 @@ class JaxSnapshot:
     """Fingerprints of a JAX model's frozen (and trainable) leaves, taken once.
 
     Use :meth:`check` with the model after training, or :meth:`update` inside ``fl.guard``.
+    ``model`` may be an Equinox ``(model, state)`` pair: with ``buffers=True`` the statistics
+    that the ``eqx.nn.State`` holds for BatchNorms with fixed statistics (or all-frozen
+    parameters) are watched too, as ``<path>.running_mean`` / ``<path>.running_var``; check
+    the pair after training.
 
     Attributes:
         frozen: names of the watched frozen leaves.
@@ -160,7 +162,7 @@ class JaxSnapshot:
                 f"{len(moved)} frozen leaves moved: {', '.join(moved)}. The statistics among "
                 f"them ({', '.join(stats)}) move when their BatchNorm runs in training mode: "
                 "use a plan with freeze_bn_stats=True and put the BatchNorms in the mode it "
-                "says (model = plan.apply(model), or fl.frozen_bn_inference(model, plan)) after "
+                "says (model = fl.apply(model, plan), or fl.frozen_bn_inference(model, plan)) after "
                 "every change of the plan or of the mode (model.train())."
                 + (" Parameters moved too: differentiate only the trainable part "
                    "(fl.partition)." if len(stats) < len(moved) else "")
@@ -203,26 +205,3 @@ def _watched_stats(view: TreeView, mask: Mask) -> list[str]:
     fixed = set(mask.frozen_stats) | _all_params_frozen(view, mask)
     return [leaf.name for leaf in view if leaf.kind == BUFFER and leaf.path[-1] in STAT_NAMES
             and leaf.owners and leaf.module_path in fixed]
-
-
-def snapshot(model: Any, plan: Plan | Mask | None, *, buffers: bool = False,
-             **group_options: Any) -> JaxSnapshot:
-    """Fingerprint ``model`` under ``plan`` (see :class:`JaxSnapshot`).
-
-    ``model`` may be an Equinox ``(model, state)`` pair: with ``buffers=True`` the statistics
-    that the ``eqx.nn.State`` holds for BatchNorms with fixed statistics (or all-frozen
-    parameters) are watched too, as ``<path>.running_mean`` / ``<path>.running_var``; check
-    the pair after training.
-
-    Raises:
-        PlanError: no plan was given (JAX models carry no trainable flags of their own).
-    """
-    if plan is None:
-        raise PlanError(
-            "JAX models carry no trainable flags, so the guard needs the plan (or mask) that "
-            "says what is frozen: fl.snapshot(model, plan) / fl.guard(model, plan)."
-        )
-    module, _ = split_state(model)
-    view = view_of(module)
-    return JaxSnapshot(model, view, resolve_mask(module, plan, view, **group_options),
-                       buffers=buffers)

@@ -37,10 +37,12 @@ from typing import Any
 import jax
 
 from .._errors import PlanError
+from ..core.groups import Grouping
 from ..core.mask import Mask
 from ..core.plan import Plan
-from ._mask import resolve_mask, trainable_names
-from ._models import is_nnx, view_of
+from ..core.resolve import resolve
+from ._mask import trainable_names
+from ._models import is_nnx
 from ._view import array_names, is_array
 
 SHARED = ("keep", "fresh")
@@ -141,7 +143,7 @@ def thaw(model: Any, plan: Plan | Mask, tx: Any, opt_state: Any = None, *, share
     ``schedule.plan_at(epoch, n_groups)``; with an unchanged plan the state comes back as it
     was. Leaves that stay trainable keep their optimizer state, newly thawed leaves start
     fresh, re-frozen leaves lose theirs (details in :func:`regroup_opt_state`). BatchNorms
-    take the mode the new plan gives them (``plan.apply``): a thawed group's statistics train
+    take the mode the new plan gives them (``fl.apply``): a thawed group's statistics train
     again, unless the plan fixes them (``freeze_bn_stats``).
 
     Labels for ``optax.multi_transform`` (``fl.layer_decay``, ``fl.optax_labels``) must not
@@ -191,14 +193,14 @@ def thaw(model: Any, plan: Plan | Mask, tx: Any, opt_state: Any = None, *, share
 
     if shared not in SHARED:
         raise PlanError(f"shared must be one of {SHARED}, got {shared!r}.")
-    mask = resolve_mask(model, plan, **group_options)
-    model = BACKEND.apply(model, mask, plan)
+    resolved = resolve(model, plan, Grouping(**group_options) if group_options else None)
+    model = BACKEND.apply(resolved)
     if is_nnx(model):
         from ._nnx_thaw import thaw_nnx
 
-        names = trainable_names(view_of(model), mask)
+        names = trainable_names(resolved.view, resolved.mask)
         check_labels_fit(getattr(tx, "tx", None), names)
         return thaw_nnx(model, names, tx, shared)
-    trainable, frozen = BACKEND.partition(model, plan, **group_options)
+    trainable, frozen = BACKEND.partition(resolve(model, resolved.mask))
     check_labels_fit(tx, array_names(trainable))
     return trainable, frozen, regroup_opt_state(tx, opt_state, trainable, shared=shared)
