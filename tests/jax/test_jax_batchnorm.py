@@ -144,3 +144,13 @@ def test_nnx_eval_then_train_keeps_fixed_statistics_fixed():
     fl.apply(model, fl.Plan.lock(3, freeze_bn_stats=True))
     model.train()
     assert [b.bn.use_running_average for b in model.blocks] == [True, False, False]
+
+
+def test_nnx_fixed_statistics_survive_pickling():
+    import pickle
+
+    model = NnxNet()
+    fl.frozen_bn_inference(model, fl.Plan.lock(2, freeze_bn_stats=True))
+    copy = pickle.loads(pickle.dumps(model))
+    copy.train()
+    assert [b.bn.use_running_average for b in copy.blocks] == [True, True, False]

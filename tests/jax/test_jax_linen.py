@@ -156,3 +156,15 @@ def test_lock_one_on_variables_trains_only_head_params(bn_variables):
 def test_frozen_bn_inference_on_linen_says_what_to_do(bn_variables):
     with pytest.raises(fl.BackendError, match="use_running_average"):
         fl.frozen_bn_inference(bn_variables, fl.Plan.lock(1, freeze_bn_stats=True))
+
+
+def test_frozen_dict_variables_are_handled_like_dicts(deep):
+    from flax.core import FrozenDict
+
+    _, stepped = deep
+    frozen = FrozenDict(stepped)
+    assert fl.groups(frozen).names == fl.groups(stepped).names
+    trainable, _ = fl.partition(frozen, fl.Plan.lock(2))
+    assert isinstance(trainable, FrozenDict)
+    assert sorted(arrays_by_name(trainable)) == sorted(
+        f"params.Dense_{i}.{k}" for i in (11, 12) for k in ("kernel", "bias"))

@@ -102,13 +102,29 @@ def _set_nnx(module: Any, path: str, fixed: bool) -> None:
 
 @lru_cache(maxsize=None)
 def _fixed_stats_class(cls: type) -> type:
-    """``cls`` with a ``use_running_average`` that stays True (``model.train()`` cannot reset it)."""
-    return type(cls.__name__, (cls,), {
+    """``cls`` with a ``use_running_average`` that stays True (``model.train()`` cannot reset it).
+
+    Instances pickle as instances of this class made again from ``cls`` (:func:`_new_fixed`),
+    so a pickled model keeps its fixed statistics.
+    """
+    def reduce_ex(self: Any, protocol: Any) -> Any:
+        reduced = super(fixed, self).__reduce_ex__(protocol)
+        return (_new_fixed, (cls,), *reduced[2:])
+
+    fixed = type(cls.__name__, (cls,), {
         "use_running_average": property(lambda self: True, lambda self, value: None),
         "_frostline_base": cls,
+        "__reduce_ex__": reduce_ex,
         "__module__": cls.__module__,
         "__doc__": f"{cls.__name__} with statistics fixed by a frostline plan.",
     })
+    return fixed
+
+
+def _new_fixed(cls: type) -> Any:
+    """A bare instance of ``cls`` with fixed statistics, for unpickling."""
+    fixed = _fixed_stats_class(cls)
+    return fixed.__new__(fixed)
 
 
 def stats_fixed_for_good(module: Any) -> bool:

@@ -7,6 +7,7 @@ plain pytrees work without it.
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -30,10 +31,11 @@ def is_equinox(model: Any) -> bool:
 
 
 def is_array_tree(model: Any) -> bool:
-    """True for an array, or a dict/list/tuple pytree whose leaves are all JAX or NumPy arrays."""
+    """True for an array, or a dict/list/tuple pytree whose leaves are all JAX or NumPy arrays
+    (any mapping counts as a dict: Flax's ``FrozenDict`` too)."""
     if is_array(model):
         return True
-    if not isinstance(model, (dict, list, tuple)):
+    if not isinstance(model, (Mapping, list, tuple)):
         return False
     leaves = jax.tree_util.tree_leaves(model)
     return bool(leaves) and all(is_array(leaf) for leaf in leaves)

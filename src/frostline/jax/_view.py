@@ -89,7 +89,7 @@ def is_linen_variables(tree: Any) -> bool:
 
 def walk(tree: Any) -> Iterator[_Node]:
     """Every node of ``tree`` (interior nodes before their children), with its owner chain."""
-    root_owners = () if isinstance(tree, _CONTAINERS) else (Owner("", type(tree)),)
+    root_owners = () if _is_container(tree) else (Owner("", type(tree)),)
     stack = [_Node((), tree, root_owners)]
     while stack:
         node = stack.pop()
@@ -103,11 +103,15 @@ def walk(tree: Any) -> Iterator[_Node]:
             named = _dict_owner_class(keys[-1], child) if isinstance(node.value, Mapping) else None
             if named is not None:
                 owners = (*owners, Owner(".".join(keys), named))
-            elif (not isinstance(child, _CONTAINERS) and not is_array(child)
-                  and _has_children(child)):
+            elif not _is_container(child) and not is_array(child) and _has_children(child):
                 owners = (*owners, Owner(".".join(keys), type(child)))
             children.append(_Node(keys, child, owners))
         stack.extend(reversed(children))
+
+
+def _is_container(value: Any) -> bool:
+    """Containers hold a model's parts but own nothing (a ``FrozenDict`` is a dict here)."""
+    return isinstance(value, (*_CONTAINERS, Mapping))
 
 
 def _has_children(value: Any) -> bool:
