@@ -93,6 +93,7 @@ _LAZY = {
     "layer_decay": "frostline.jax",
     "layer_decay_labels": "frostline.jax",
     "thaw": "frostline.jax._unfreeze",
+    "stack_scales": "frostline.jax._stack",
     "regroup_opt_state": "frostline.jax._unfreeze",
 }
 

@@ -110,3 +110,23 @@ def after_jitted_step(module: nn.Module, variables: dict, x: jax.Array) -> dict:
         return {**variables, "params": optax.apply_updates(variables["params"], updates)}
 
     return step(variables, tx.init(variables["params"]))
+
+
+class ScannedBlock(nn.Module):
+    @nn.compact
+    def __call__(self, x, _):
+        return x + nn.Dense(4)(nn.LayerNorm()(x)), None
+
+
+class ScannedEncoder(nn.Module):
+    """big_vision's ``scan=True`` layout: one ``encoderblock`` whose params stack the layers."""
+
+    depth: int = 4
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Dense(4, name="embedding")(x)
+        stack = nn.scan(ScannedBlock, variable_axes={"params": 0}, split_rngs={"params": True},
+                        length=self.depth)
+        x, _ = stack(name="encoderblock")(x, None)
+        return nn.Dense(2, name="head")(x)
