@@ -168,3 +168,14 @@ def test_frozen_dict_variables_are_handled_like_dicts(deep):
     assert isinstance(trainable, FrozenDict)
     assert sorted(arrays_by_name(trainable)) == sorted(
         f"params.Dense_{i}.{k}" for i in (11, 12) for k in ("kernel", "bias"))
+
+
+def test_guard_watches_batch_stats_of_batchnorms_with_frozen_params(bn_variables):
+    from linen_models import BnNet
+
+    plan = fl.Plan.lock(2)
+    with pytest.raises(fl.GuardError, match=r"batch_stats\.BnBlock_0\.BatchNorm_0\.mean") as info:
+        with fl.guard(bn_variables, plan, buffers=True) as snap:
+            _, updates = BnNet().apply(bn_variables, X, mutable=["batch_stats"])
+            snap.update({**bn_variables, **updates})
+    assert "BnBlock_2" not in str(info.value)

@@ -204,4 +204,10 @@ def _watched_stats(view: TreeView, mask: Mask) -> list[str]:
     a BatchNorm left in training mode would update), as the PyTorch guard watches."""
     fixed = set(mask.frozen_stats) | _all_params_frozen(view, mask)
     return [leaf.name for leaf in view if leaf.kind == BUFFER and leaf.path[-1] in STAT_NAMES
-            and leaf.owners and leaf.module_path in fixed]
+            and leaf.owners and (leaf.module_path in fixed or _in_params(leaf.path) in fixed)]
+
+
+def _in_params(path: tuple[str, ...]) -> str:
+    """Where a Linen collection's entry has its parameters: ``batch_stats.A.BatchNorm_0.mean``
+    belongs to the module ``params.A.BatchNorm_0``."""
+    return ".".join(("params", *path[1:-1]))
