@@ -45,13 +45,19 @@ def jax_groups(model: Any, view: TreeView, *, coarse: bool = False,
     linen = is_linen_variables(model)
     found = _linen_variable_groups(model, view) if linen else auto_groups(
         view, None, classes_of(model))
-    if not is_nnx(model):
+    dicts = [] if is_nnx(model) else dict_paths(model)
+    if dicts:
         # The collections of Linen variables are no layers: their order does not matter.
-        check_known_order([p for p in dict_paths(model) if p or not linen], found, view)
+        check_known_order([p for p in dicts if p or not linen], found, view)
+        found = replace(found, notes=(*found.notes, _DICT_ORDER))
     if example_input is None:
         return found
     note = "example_input is not traced for JAX models: groups follow definition order"
     return replace(found, notes=(*found.notes, note))
+
+
+_DICT_ORDER = ("dict keys are ordered by number and role, never by the order a dict has "
+               "(jit, optax and orbax hand dicts back sorted)")
 
 
 def _linen_variable_groups(variables: Any, view: TreeView) -> Groups:
