@@ -181,3 +181,10 @@ def test_guard_watches_batch_stats_of_batchnorms_with_frozen_params(bn_variables
             _, updates = BnNet().apply(bn_variables, X, mutable=["batch_stats"])
             snap.update({**bn_variables, **updates})
     assert "BnBlock_2" not in str(info.value)
+
+
+def test_big_vision_slash_names_select_the_block(vit):
+    _, variables = vit
+    frozen = fl.mask(variables, fl.Plan().freeze("params/Transformer/encoderblock_1")
+                     ).frozen_names()
+    assert frozen and all(n.startswith("params.Transformer.encoderblock_1.") for n in frozen)

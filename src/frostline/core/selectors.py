@@ -122,7 +122,9 @@ class Name(Selector):
 
 def _glob_to_regex(pattern: str) -> re.Pattern[str]:
     out = []
-    segments = pattern.split(".")
+    # Flat checkpoint names (big_vision, orbax: "Transformer/encoderblock_0/...") join keys
+    # with "/": it separates segments as "." does.
+    segments = pattern.replace("/", ".").split(".")
     for i, seg in enumerate(segments):
         if seg == "**":
             if len(segments) == 1:
@@ -146,7 +148,9 @@ def _glob_to_regex(pattern: str) -> re.Pattern[str]:
 class Path(Selector):
     """Matches leaves whose dotted name matches a glob; a glob naming a module takes its subtree.
 
-    ``*`` matches within one segment, ``**`` any number of segments, ``?`` one character.
+    ``*`` matches within one segment, ``**`` any number of segments, ``?`` one character. A
+    ``/`` separates segments as ``.`` does, so flat names such as big_vision's
+    ``Transformer/encoderblock_0`` select ``Transformer.encoderblock_0``.
     """
 
     globs: tuple[str, ...]
