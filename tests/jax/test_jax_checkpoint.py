@@ -106,20 +106,20 @@ def test_a_file_with_an_array_the_plan_does_not_train_is_refused(tmp_path):
 
 
 def test_crash_mid_write_leaves_previous_file_intact(tmp_path, monkeypatch):
-    import safetensors.numpy
-
     path = tmp_path / "top.safetensors"
     fl.save_trainable(eqx_net(), path, PLAN)
     previous = path.read_bytes()
 
-    def crashing_save_file(tensors, filename, metadata=None):
-        with open(filename, "wb") as handle:
-            handle.write(b"\x00" * 100)
+    real_fsync = os.fsync
+
+    def crashing_fsync(fd):
+        os.write(fd, b"\x00" * 100)
         raise OSError("disk full")
 
-    monkeypatch.setattr(safetensors.numpy, "save_file", crashing_save_file)
+    monkeypatch.setattr(os, "fsync", crashing_fsync)
     with pytest.raises(OSError, match="disk full"):
         fl.save_trainable(train_eqx(eqx_net(), PLAN, steps=1), path, PLAN)
+    monkeypatch.setattr(os, "fsync", real_fsync)
     assert path.read_bytes() == previous
     assert os.listdir(tmp_path) == ["top.safetensors"]
 

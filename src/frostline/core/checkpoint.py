@@ -22,12 +22,16 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
+import secrets
+import socket
+import stat
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .._errors import CheckpointError, PlanError
+from .._errors import CheckpointError, PlanError, show
+from ._textfiles import check_depth
 from .leaves import TreeView
 from .plan import Plan
 
@@ -106,11 +110,14 @@ def read_metadata(raw: Mapping[str, str], path: str) -> dict[str, Any]:
             "fl.save_trainable."
         )
     try:
-        meta = {"plan": json.loads(raw[KEY_PLAN]), "state": json.loads(raw[KEY_STATE]),
-                "base": json.loads(raw[KEY_BASE])}
+        meta = {"plan": _json(raw, KEY_PLAN), "state": _json(raw, KEY_STATE),
+                "base": _json(raw, KEY_BASE)}
         _validate(meta)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path!r} has damaged frostline metadata ({exc!r}).") from None
+    except (KeyError, TypeError, ValueError, RecursionError, PlanError) as exc:
+        reason = show(exc.args[0]) if isinstance(exc, KeyError) else _first_line(exc)
+        raise CheckpointError(f"{path!r} has damaged frostline metadata ({type(exc).__name__}: "
+                              f"{reason}); write the checkpoint again with "
+                              "fl.save_trainable.") from None
     if meta["plan"] is not None:
         try:
             meta["plan"] = Plan.from_dict(meta["plan"])
@@ -119,21 +126,40 @@ def read_metadata(raw: Mapping[str, str], path: str) -> dict[str, Any]:
     return meta
 
 
+def _json(raw: Mapping[str, str], key: str) -> Any:
+    """One metadata entry as JSON, no deeper than any frostline writes."""
+    data = json.loads(raw[key])
+    check_depth(data)
+    return data
+
+
 def _validate(meta: dict[str, Any]) -> None:
+    """Check the shape of every metadata entry, so later code meets only what it expects."""
     state, base = meta["state"], meta["base"]
-    strings = (state["trainable"], state["frozen_stats"], list(base["digests"]),
-               list(base["digests"].values()))
-    if not all(isinstance(items, list) and all(isinstance(x, str) for x in items)
-               for items in strings):
-        raise ValueError("the trainable state and digests must be lists of names")
+    if not isinstance(state, dict) or not isinstance(base, dict):
+        raise ValueError("the trainable state and the base must be mappings")
+    digests = base["digests"]
+    if not isinstance(digests, dict) or not all(
+            isinstance(v, str) for v in digests.values()):
+        raise ValueError("the digests must map tensor names to strings")
+    for items in (state["trainable"], state["frozen_stats"]):
+        if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
+            raise ValueError("the trainable state must hold lists of names")
     if meta["plan"] is not None and not isinstance(meta["plan"], dict):
         raise ValueError("the plan must be a mapping")
+    if not isinstance(base["architecture"], list):
+        raise ValueError("the architecture must be a list")
     for entry in base["architecture"]:
         if not (isinstance(entry, list) and len(entry) == 5
                 and all(isinstance(x, str) for x in entry[:3])
                 and isinstance(entry[3], list) and all(type(n) is int for n in entry[3])
                 and (entry[4] is None or isinstance(entry[4], str))):
-            raise ValueError(f"malformed architecture entry {entry!r}")
+            raise ValueError(f"malformed architecture entry {show(entry)}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text if len(text) <= 160 else text[:160] + "..."
 
 
 def check_architecture(recorded: list[list[Any]], view: TreeView, path: str) -> None:
@@ -176,16 +202,26 @@ def check_digests(recorded: Mapping[str, str], digest_of: Callable[[str], str | 
         )
 
 
-def write_atomic(path: str, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, fsync it, rename it over
-    ``path`` and fsync the directory: a crash leaves the previous file intact."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                               dir=directory)
-    os.close(fd)
+def write_atomic(path: str, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, fsync, then rename over ``path``:
+    a crash leaves the previous file intact.
+
+    ``path`` is resolved first, so saving through a symbolic link writes the file it points to
+    and the link stays. The file gets the permissions an ordinary new file gets (``0o666``
+    less the umask), or keeps those of the file it replaces. A failed write removes its
+    temporary file; temporary files that killed saves of the same path left behind are
+    removed (see :func:`_remove_stale`).
+    """
+    path = os.path.realpath(path)
+    directory, base = os.path.split(path)
+    _remove_stale(directory, base)
+    tmp = _create_temporary(directory, base)
     try:
-        write(tmp)
-        with open(tmp, "rb+") as handle:
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -193,6 +229,58 @@ def write_atomic(path: str, write: Callable[[str], None]) -> None:
             os.unlink(tmp)
         raise
     _fsync_directory(directory)
+
+
+# Temporary files are named ".<file>.<pid>-<host>.<random>.tmp": a later save of the same file
+# can tell that the process which wrote one is gone.
+_STALE_AFTER_SECONDS = 24 * 3600
+
+
+def _host() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _create_temporary(directory: str, base: str) -> str:
+    """Create an empty temporary file beside ``base`` with the mode ``open`` would give it."""
+    while True:
+        tmp = os.path.join(directory, f".{base}.{os.getpid()}-{_host()}.{secrets.token_hex(4)}.tmp")
+        try:
+            # 0o666 less the umask, as for any new file (mkstemp would make it 0o600).
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+
+
+def _remove_stale(directory: str, base: str) -> None:
+    """Remove temporary files of ``base`` left by saves that were killed: written on this host
+    by a process that no longer runs, or untouched for a day (from any host)."""
+    prefix, now = f".{base}.", time.time()
+    try:
+        names = [n for n in os.listdir(directory) if n.startswith(prefix) and n.endswith(".tmp")]
+    except OSError:
+        return
+    for name in names:
+        middle = name[len(prefix):-len(".tmp")]
+        owner = middle.split(".", 1)[0]
+        pid, _, host = owner.partition("-")
+        full = os.path.join(directory, name)
+        with contextlib.suppress(OSError):
+            dead = host == _host() and pid.isdigit() and not _running(int(pid))
+            if dead or now - os.lstat(full).st_mtime > _STALE_AFTER_SECONDS:
+                os.unlink(full)
+
+
+def _running(pid: int) -> bool:
+    if os.name != "posix":
+        return True  # os.kill(pid, 0) is a probe on POSIX only (on Windows it terminates)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # it exists (owned by another user), or the check cannot tell
+    return True
 
 
 def _fsync_directory(directory: str) -> None:
@@ -215,6 +303,7 @@ def _describe(entry: tuple[Any, ...]) -> str:
 
 
 def few(names: list[str]) -> str:
-    """The first few names, quoted, for a message."""
-    shown = ", ".join(f"'{n}'" for n in names[:_SHOWN])
+    """The first few names, quoted, each cut to a readable length (names may come from a
+    file's metadata)."""
+    shown = ", ".join(f"'{n}'" if len(n) <= 80 else f"'{n[:80]}...'" for n in names[:_SHOWN])
     return shown + (", ..." if len(names) > _SHOWN else "")

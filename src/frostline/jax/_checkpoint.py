@@ -100,13 +100,9 @@ def save_trainable(model: Any, path: str | os.PathLike[str], plan: Plan | None =
     meta = metadata(plan_dict, trainable, mask.frozen_stats, base)
     payload = {name: np.ascontiguousarray(arrays[name]) for name in names}
     path = os.fspath(path)
+    import safetensors.numpy
 
-    def write(tmp: str) -> None:
-        from safetensors.numpy import save_file
-
-        save_file(payload, tmp, metadata=meta)
-
-    write_atomic(path, write)
+    write_atomic(path, safetensors.numpy.save(payload, metadata=meta))
     return CheckpointInfo(path, tuple(names), plan, tuple(trainable))
 
 

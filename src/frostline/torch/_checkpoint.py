@@ -64,7 +64,9 @@ def save_trainable(model: nn.Module, path: str | os.PathLike[str], plan: Plan | 
     state, and the base model's architecture plus a digest of every tensor not stored.
 
     The file is written to a temporary file in the same directory, flushed to disk, then
-    renamed over ``path``: a crash leaves the previous file intact. A model sharded with FSDP2
+    renamed over ``path``: a crash leaves the previous file intact. It gets the permissions of
+    an ordinary new file (the umask applies) or keeps those of the file it replaces; a path
+    that is a symbolic link writes the file the link points to. A model sharded with FSDP2
     (DTensor parameters) is gathered: call this on every rank; rank 0 writes.
 
     Args:
@@ -114,10 +116,19 @@ def load_trainable(model: nn.Module, path: str | os.PathLike[str], strict: bool 
     """Restore a checkpoint written by :func:`save_trainable` onto a freshly loaded base model.
 
     Everything is checked before the model is touched: the architecture and the frozen
-    weights must be those the checkpoint was trained on (``check_base``), and every stored
-    tensor must fit. Then the stored tensors are copied in and the stored plan is re-applied
-    (else the stored trainable state), so ``requires_grad`` and frozen BatchNorm statistics are
-    as they were when saving.
+    weights must be those the checkpoint was trained on (``check_base``), every stored tensor
+    must fit, and the file may hold only what trains under its own plan (else its stored
+    trainable state): trainable parameters and the running statistics of BatchNorms whose
+    statistics are not fixed. A file that also holds a frozen tensor is refused, naming it, so
+    loading never replaces a frozen base value. Then the stored tensors are copied in and the
+    stored plan is re-applied, so ``requires_grad`` and frozen BatchNorm statistics are as they
+    were when saving.
+
+    The base check guards against accidents: the wrong base model, other pretrained weights,
+    other frozen BatchNorm statistics, a re-quantised base. The digests are plain content
+    hashes stored in the file itself, not a signature: someone who can edit the file can edit
+    them too. Verify where a checkpoint comes from (a checksum or signature of the whole file
+    from its source) when that matters.
 
     Args:
         model: the base model, unsharded (DDP and ``torch.compile`` wrappers are unwrapped).
@@ -135,7 +146,8 @@ def load_trainable(model: nn.Module, path: str | os.PathLike[str], strict: bool 
 
     Raises:
         CheckpointError: the file is not a frostline checkpoint, the base differs (the message
-            names the tensors, shapes or dtypes that differ), or a tensor does not fit.
+            names the tensors, shapes or dtypes that differ), a tensor does not fit, or the
+            file holds tensors that are frozen under its plan (named in the message).
     """
     model = _unwrap(model)
     path = os.fspath(path)
@@ -155,6 +167,7 @@ def load_trainable(model: nn.Module, path: str | os.PathLike[str], strict: bool 
     loaded, skipped = _match_tensors(payload, tensors, strict, path)
     plan = meta["plan"]
     mask = _mask_to_restore(model, view, plan, meta["state"], strict, grouping, path)
+    _refuse_untrained(loaded, view, mask, path)
     with torch.no_grad():
         for name in loaded:
             tensors[name].copy_(payload[name])
@@ -243,9 +256,6 @@ def _effective_trainable(view: TreeView, mask: Mask) -> list[str]:
             and leaf.is_floating]
 
 
-# --- tensors -------------------------------------------------------------------------------------
-
-
 def _is_dtensor(tensor: torch.Tensor) -> bool:
     return type(tensor).__name__ == "DTensor" and hasattr(tensor, "full_tensor")
 
@@ -314,9 +324,12 @@ def _bytes(tensor: torch.Tensor) -> memoryview:
 
 
 def _write_atomic(path: str, payload: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    from safetensors.torch import save_file
+    """Serialise in memory and write atomically (:func:`frostline.core.checkpoint.write_atomic`):
+    safetensors' ``save_file`` writes its own hidden temporary file (mode 0o600, left behind
+    in full if the process is killed)."""
+    import safetensors.torch
 
-    write_atomic(path, lambda tmp: save_file(payload, tmp, metadata=metadata))
+    write_atomic(path, safetensors.torch.save(payload, metadata=metadata))
 
 
 def _read(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -364,7 +377,11 @@ def _mask_to_restore(model: nn.Module, view: TreeView, plan: Plan | None, state:
         params = [leaf.name for leaf in view if leaf.kind == PARAM]
         return Mask(names=tuple(params), trainable=tuple(n in recorded for n in params),
                     frozen_stats=tuple(state["frozen_stats"]))
-    mask = resolve(model, plan, grouping).mask
+    try:
+        mask = resolve(model, plan, grouping).mask
+    except FrostlineError as exc:
+        raise CheckpointError(
+            f"the plan stored in {path!r} cannot be evaluated on this model: {exc}") from None
     now = set(_effective_trainable(view, mask))
     if strict and (now != recorded or set(mask.frozen_stats) != set(state["frozen_stats"])):
         differ = sorted(now ^ recorded) or sorted(set(mask.frozen_stats)
@@ -376,3 +393,21 @@ def _mask_to_restore(model: nn.Module, view: TreeView, plan: Plan | None, state:
             "strict=False to apply the plan as it evaluates now."
         )
     return mask
+
+
+def _refuse_untrained(loaded: list[str], view: TreeView, mask: Mask, path: str) -> None:
+    """Refuse stored tensors that do not train under ``mask``: copying them would overwrite
+    frozen base values (a file edited by hand, or written by other tools)."""
+    trainable = set(_effective_trainable(view, mask))
+    fixed = set(mask.frozen_stats)
+    allowed = {leaf.name for leaf in view if leaf.name in trainable or (
+        leaf.kind != PARAM and leaf.path[-1] in STAT_NAMES and leaf.owners
+        and is_batchnorm(leaf.owners[-1]) and leaf.module_path not in fixed)}
+    extra = [name for name in loaded if name not in allowed]
+    if extra:
+        raise CheckpointError(
+            f"{path!r} holds {len(extra)} tensors that are frozen under its own plan "
+            f"({few(extra)}); loading them would overwrite frozen base values. A checkpoint "
+            "holds only trainable parameters and the statistics of BatchNorms that still "
+            "update: write it with fl.save_trainable, or remove those tensors from the file."
+        )
