@@ -647,7 +647,7 @@ def test_a_later_save_removes_temporary_files_of_killed_saves(tmp_path):
 
 
 def test_temporary_file_of_a_running_save_is_left_alone(tmp_path):
-    from frostline.torch._checkpoint import _create_temporary
+    from frostline.core.checkpoint import _create_temporary
 
     mine = _create_temporary(str(tmp_path), "ck.safetensors")  # this process is alive
     model = _conv_net()

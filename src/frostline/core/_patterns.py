@@ -105,7 +105,9 @@ class PathGlob:
 
     def __init__(self, glob: str) -> None:
         self.glob = glob
-        pieces = glob.split(".")
+        # Flat checkpoint names (big_vision, orbax: "Transformer/encoderblock_0/...") join keys
+        # with "/": it separates segments as "." does.
+        pieces = glob.replace("/", ".").split(".")
         self.segments = tuple(None if seg == "**" else KeyGlob(seg, glob).fullmatch
                               for seg in pieces)
         # Without '**' one regex does: segments are joined by literal dots and none can match a

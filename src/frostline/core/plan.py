@@ -28,7 +28,7 @@ from ._textfiles import load_json_text, load_yaml_text, read_plan_file
 from .groups import Grouping, Groups
 from .leaves import PARAM, TreeView
 from .mask import Mask
-from .norms import STAT_NAMES, held_by_norm, is_batchnorm
+from .norms import STAT_NAMES, held_by_norm, is_batchnorm, keeps_stats_outside
 from .selectors import MatchContext, Selector, as_selector, explain_empty
 
 FREEZE = "freeze"
@@ -257,6 +257,9 @@ class Plan:
                 if hit:
                     trainable[i] = value
                     decided_by[i] = rule_index
+        # Statistics follow the rules alone: train_bn trains affine parameters, never statistics.
+        frozen_stats = fixed_statistics(view, trainable, inside, self.freeze_bn_stats,
+                                        start.frozen_stats)
         if self.train_bn:
             for i, leaf in enumerate(view):
                 if inside[i] and leaf.kind == PARAM and not trainable[i] and held_by_norm(leaf):
@@ -271,8 +274,7 @@ class Plan:
             names=view.names,
             trainable=tuple(trainable),
             decided_by=tuple(decided_by),
-            frozen_stats=fixed_statistics(view, trainable, inside, self.freeze_bn_stats,
-                                          start.frozen_stats),
+            frozen_stats=frozen_stats,
         )
 
     def _inside(self, ctx: MatchContext) -> list[bool]:
@@ -447,8 +449,10 @@ def fixed_statistics(view: TreeView, trainable: list[bool], inside: list[bool],
 
     A BatchNorm inside the plan's scope has fixed statistics when the plan has
     ``freeze_bn_stats`` and its rules freeze every one of its statistics leaves (``train_bn``
-    does not change that: it trains affine parameters only). A BatchNorm outside the scope keeps
-    what it had (``before``). Both backends and every consumer read this result.
+    does not change that: it trains affine parameters only). Where no leaf holds the
+    statistics (Equinox keeps them in an ``eqx.nn.State``), the BatchNorm's parameters stand
+    for them, as the rules decide them (before ``train_bn``). A BatchNorm outside the scope
+    keeps what it had (``before``). Both backends and every consumer read this result.
 
     Example:
         >>> from frostline.core.leaves import Leaf, Owner, TreeView
@@ -461,7 +465,9 @@ def fixed_statistics(view: TreeView, trainable: list[bool], inside: list[bool],
     """
     state: dict[str, bool] = {}
     for i, leaf in enumerate(view):
-        if leaf.path[-1] in STAT_NAMES and leaf.owners and is_batchnorm(leaf.owners[-1]):
+        if not leaf.owners or not is_batchnorm(leaf.owners[-1]):
+            continue
+        if leaf.path[-1] in STAT_NAMES or keeps_stats_outside(leaf.owners[-1]):
             module = leaf.module_path
             if not inside[i]:
                 state[module] = module in before

@@ -132,7 +132,9 @@ class Path(Selector):
     """Matches leaves whose dotted name matches a glob; a glob naming a module takes its subtree.
 
     ``*`` matches within one segment, ``**`` any number of segments, ``?`` one character,
-    ``[seq]`` / ``[!seq]`` one character in / not in ``seq`` (``blocks.1[01]``).
+    ``[seq]`` / ``[!seq]`` one character in / not in ``seq`` (``blocks.1[01]``). A ``/``
+    separates segments as ``.`` does, so flat names such as big_vision's
+    ``Transformer/encoderblock_0`` select ``Transformer.encoderblock_0``.
     """
 
     globs: tuple[str, ...]

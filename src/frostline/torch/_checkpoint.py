@@ -23,23 +23,26 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import os
-import secrets
-import socket
-import stat
-import time
 import warnings
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from .._errors import CheckpointError, FrostlineError, PlanError, show
-from ..core._textfiles import check_depth
+from .._errors import CheckpointError, FrostlineError
+from ..core.checkpoint import (
+    CheckpointInfo,
+    architecture,
+    canonical_names,
+    check_architecture,
+    check_digests,
+    digest,
+    few,
+    metadata,
+    read_metadata,
+    write_atomic,
+)
 from ..core.groups import Grouping
 from ..core.leaves import PARAM, TreeView
 from ..core.mask import Mask
@@ -49,34 +52,6 @@ from ..core.resolve import resolve
 from ._apply import PLAN_ATTRIBUTE, apply_mask
 from ._view import build_view, named_tensors
 from ._wrappers import unwrap
-
-FORMAT = "frostline.trainable/1"
-_KEY_FORMAT = "frostline.format"
-_KEY_PLAN = "frostline.plan"
-_KEY_STATE = "frostline.state"
-_KEY_BASE = "frostline.base"
-_SHOWN = 5
-
-
-@dataclass(frozen=True)
-class CheckpointInfo:
-    """What :func:`save_trainable` wrote or :func:`load_trainable` restored.
-
-    Attributes:
-        path: the checkpoint file.
-        tensors: names of the tensors stored in (or loaded from) the file, in model order.
-        plan: the plan stored with the checkpoint (None when only the trainable state was stored).
-        trainable: names of the parameters that train under the checkpoint's state.
-        skipped: stored tensors the model does not have (only with ``strict=False``).
-        written: False on the ranks of a sharded model that only helped gather (rank 0 writes).
-    """
-
-    path: str
-    tensors: tuple[str, ...]
-    plan: Plan | None
-    trainable: tuple[str, ...]
-    skipped: tuple[str, ...] = ()
-    written: bool = True
 
 
 def save_trainable(model: nn.Module, path: str | os.PathLike[str], plan: Plan | None | bool = None,
@@ -124,19 +99,14 @@ def save_trainable(model: nn.Module, path: str | os.PathLike[str], plan: Plan | 
     payload = _payload(tensors, stored_names)
     stored = set(stored_names)
     base = {
-        "architecture": _architecture(view),
-        "digests": {name: _digest(_full(tensors[name])) for name in _canonical(view)
+        "architecture": architecture(view),
+        "digests": {name: _digest(_full(tensors[name])) for name in canonical_names(view)
                     if name not in stored},
     }
-    metadata = {
-        _KEY_FORMAT: FORMAT,
-        _KEY_PLAN: json.dumps(plan_dict),
-        _KEY_STATE: json.dumps({"trainable": list(trainable), "frozen_stats": stats}),
-        _KEY_BASE: json.dumps(base),
-    }
+    meta = metadata(plan_dict, trainable, stats, base)
     write = not (_is_sharded(tensors) and _rank() != 0)
     if write:
-        _write_atomic(os.fspath(path), payload, metadata)
+        _write_atomic(os.fspath(path), payload, meta)
     return CheckpointInfo(os.fspath(path), tuple(stored_names), plan, tuple(trainable),
                           written=write)
 
@@ -191,8 +161,9 @@ def load_trainable(model: nn.Module, path: str | os.PathLike[str], strict: bool 
             "unsharded model, then call fully_shard."
         )
     if check_base:
-        _check_architecture(meta["base"]["architecture"], view, path)
-        _check_digests(meta["base"]["digests"], tensors, path)
+        check_architecture(meta["base"]["architecture"], view, path)
+        check_digests(meta["base"]["digests"],
+                      lambda name: _digest(tensors[name]) if name in tensors else None, path)
     loaded, skipped = _match_tensors(payload, tensors, strict, path)
     plan = meta["plan"]
     mask = _mask_to_restore(model, view, plan, meta["state"], strict, grouping, path)
@@ -217,19 +188,13 @@ def _unwrap(model: Any) -> nn.Module:
     return unwrap(model)
 
 
-def _canonical(view: TreeView) -> list[str]:
-    """One name per distinct tensor (the first in view order)."""
-    canonical = view.canonical
-    return [leaf.name for leaf in view if canonical[leaf.name] == leaf.name]
-
-
 def _trainable_names(view: TreeView) -> list[str]:
     return [leaf.name for leaf in view if leaf.kind == PARAM and leaf.trainable]
 
 
 def _stored_names(model: nn.Module, view: TreeView) -> list[str]:
     """Canonical trainable parameters, plus the statistics of BatchNorms that still update."""
-    return [name for name in _canonical(view) if (
+    return [name for name in canonical_names(view) if (
         view[name].kind == PARAM and view[name].trainable
     ) or (view[name].kind != PARAM and view[name].path[-1] in STAT_NAMES
           and view[name].owners and is_batchnorm(view[name].owners[-1])
@@ -291,16 +256,6 @@ def _effective_trainable(view: TreeView, mask: Mask) -> list[str]:
             and leaf.is_floating]
 
 
-def _architecture(view: TreeView) -> list[list[Any]]:
-    canonical = view.canonical
-    return [[leaf.name, leaf.kind, leaf.dtype, list(leaf.shape),
-             canonical[leaf.name] if canonical[leaf.name] != leaf.name else None]
-            for leaf in view]
-
-
-# --- tensors -------------------------------------------------------------------------------------
-
-
 def _is_dtensor(tensor: torch.Tensor) -> bool:
     return type(tensor).__name__ == "DTensor" and hasattr(tensor, "full_tensor")
 
@@ -347,16 +302,17 @@ def _refuse_meta(tensors: dict[str, torch.Tensor]) -> None:
 def _digest(tensor: torch.Tensor) -> str:
     """A content digest of one tensor: dtype, shape and bytes (quantised: values + scales)."""
     tensor = tensor.detach()
-    h = hashlib.sha256(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
+    chunks: list[Any] = []
     if tensor.is_quantized:
         if tensor.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric):
-            h.update(f"{tensor.q_scale()},{tensor.q_zero_point()}".encode())
+            chunks.append(f"{tensor.q_scale()},{tensor.q_zero_point()}".encode())
         else:
-            h.update(_bytes(tensor.q_per_channel_scales()))
-            h.update(_bytes(tensor.q_per_channel_zero_points()))
-        tensor = tensor.int_repr()
-    h.update(_bytes(tensor))
-    return h.hexdigest()[:32]
+            chunks += [_bytes(tensor.q_per_channel_scales()),
+                       _bytes(tensor.q_per_channel_zero_points())]
+        chunks.append(_bytes(tensor.int_repr()))
+    else:
+        chunks.append(_bytes(tensor))
+    return digest(str(tensor.dtype), tensor.shape, chunks)
 
 
 def _bytes(tensor: torch.Tensor) -> memoryview:
@@ -368,99 +324,12 @@ def _bytes(tensor: torch.Tensor) -> memoryview:
 
 
 def _write_atomic(path: str, payload: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    """Write to a temporary file beside ``path``, fsync, then rename over ``path``.
-
-    ``path`` is resolved first, so saving through a symbolic link writes the file it points to
-    and the link stays. The file gets the permissions an ordinary new file gets (``0o666``
-    less the umask), or keeps those of the file it replaces. A failed write removes its
-    temporary file; temporary files that killed saves of the same path left behind are
-    removed (see :func:`_remove_stale`).
-    """
+    """Serialise in memory and write atomically (:func:`frostline.core.checkpoint.write_atomic`):
+    safetensors' ``save_file`` writes its own hidden temporary file (mode 0o600, left behind
+    in full if the process is killed)."""
     import safetensors.torch
 
-    path = os.path.realpath(path)
-    directory, base = os.path.split(path)
-    _remove_stale(directory, base)
-    tmp = _create_temporary(directory, base)
-    try:
-        with contextlib.suppress(FileNotFoundError):
-            os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
-        # Serialised in memory and written here: safetensors' save_file writes its own hidden
-        # temporary file (mode 0o600, left behind in full if the process is killed).
-        data = safetensors.torch.save(payload, metadata=metadata)
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        del data
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_directory(directory)
-
-
-# Temporary files are named ".<file>.<pid>-<host>.<random>.tmp": a later save of the same file
-# can tell that the process which wrote one is gone.
-_STALE_AFTER_SECONDS = 24 * 3600
-
-
-def _host() -> str:
-    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
-
-
-def _create_temporary(directory: str, base: str) -> str:
-    """Create an empty temporary file beside ``base`` with the mode ``open`` would give it."""
-    while True:
-        tmp = os.path.join(directory, f".{base}.{os.getpid()}-{_host()}.{secrets.token_hex(4)}.tmp")
-        try:
-            # 0o666 less the umask, as for any new file (mkstemp would make it 0o600).
-            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-            return tmp
-        except FileExistsError:
-            continue
-
-
-def _remove_stale(directory: str, base: str) -> None:
-    """Remove temporary files of ``base`` left by saves that were killed: written on this host
-    by a process that no longer runs, or untouched for a day (from any host)."""
-    prefix, now = f".{base}.", time.time()
-    try:
-        names = [n for n in os.listdir(directory) if n.startswith(prefix) and n.endswith(".tmp")]
-    except OSError:
-        return
-    for name in names:
-        middle = name[len(prefix):-len(".tmp")]
-        owner = middle.split(".", 1)[0]
-        pid, _, host = owner.partition("-")
-        full = os.path.join(directory, name)
-        with contextlib.suppress(OSError):
-            dead = host == _host() and pid.isdigit() and not _running(int(pid))
-            if dead or now - os.lstat(full).st_mtime > _STALE_AFTER_SECONDS:
-                os.unlink(full)
-
-
-def _running(pid: int) -> bool:
-    if os.name != "posix":
-        return True  # os.kill(pid, 0) is a probe on POSIX only (on Windows it terminates)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, OSError):
-        return True  # it exists (owned by another user), or the check cannot tell
-    return True
-
-
-def _fsync_directory(directory: str) -> None:
-    """Make the rename itself durable (POSIX; a no-op where directories cannot be opened)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    write_atomic(path, safetensors.torch.save(payload, metadata=metadata))
 
 
 def _read(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -474,101 +343,10 @@ def _read(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         raise CheckpointError(f"no checkpoint at {path!r}.") from None
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{path!r} is not a readable safetensors file: {exc}.") from None
-    if raw.get(_KEY_FORMAT) != FORMAT:
-        raise CheckpointError(
-            f"{path!r} is not a frostline trainable-only checkpoint (metadata "
-            f"{_KEY_FORMAT!r} is {raw.get(_KEY_FORMAT)!r}, expected {FORMAT!r}); write it with "
-            "fl.save_trainable."
-        )
-    try:
-        meta = {"plan": _json(raw, _KEY_PLAN), "state": _json(raw, _KEY_STATE),
-                "base": _json(raw, _KEY_BASE)}
-        _validate_meta(meta)
-    except (KeyError, TypeError, ValueError, RecursionError, PlanError) as exc:
-        reason = show(exc.args[0]) if isinstance(exc, KeyError) else _first_line(exc)
-        raise CheckpointError(f"{path!r} has damaged frostline metadata ({type(exc).__name__}: "
-                              f"{reason}); write the checkpoint again with "
-                              "fl.save_trainable.") from None
-    if meta["plan"] is not None:
-        try:
-            meta["plan"] = Plan.from_dict(meta["plan"])
-        except PlanError as exc:
-            raise CheckpointError(f"{path!r} holds a plan that cannot be read: {exc}") from None
-    return payload, meta
-
-
-def _json(raw: dict[str, str], key: str) -> Any:
-    """One metadata entry as JSON, no deeper than any frostline writes."""
-    data = json.loads(raw[key])
-    check_depth(data)
-    return data
-
-
-def _validate_meta(meta: dict[str, Any]) -> None:
-    """Check the shape of every metadata entry, so later code meets only what it expects."""
-    state, base = meta["state"], meta["base"]
-    if not isinstance(state, dict) or not isinstance(base, dict):
-        raise ValueError("the trainable state and the base must be mappings")
-    digests = base["digests"]
-    if not isinstance(digests, dict) or not all(
-            isinstance(v, str) for v in digests.values()):
-        raise ValueError("the digests must map tensor names to strings")
-    for items in (state["trainable"], state["frozen_stats"]):
-        if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
-            raise ValueError("the trainable state must hold lists of names")
-    if meta["plan"] is not None and not isinstance(meta["plan"], dict):
-        raise ValueError("the plan must be a mapping")
-    if not isinstance(base["architecture"], list):
-        raise ValueError("the architecture must be a list")
-    for entry in base["architecture"]:
-        if not (isinstance(entry, list) and len(entry) == 5
-                and all(isinstance(x, str) for x in entry[:3])
-                and isinstance(entry[3], list) and all(type(n) is int for n in entry[3])
-                and (entry[4] is None or isinstance(entry[4], str))):
-            raise ValueError(f"malformed architecture entry {show(entry)}")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text if len(text) <= 160 else text[:160] + "..."
+    return payload, read_metadata(raw, path)
 
 
 # --- checks on load ------------------------------------------------------------------------------
-
-
-def _check_architecture(recorded: list[list[Any]], view: TreeView, path: str) -> None:
-    saved = {entry[0]: tuple(map(_hashable, entry[1:])) for entry in recorded}
-    now = {row[0]: tuple(map(_hashable, row[1:])) for row in _architecture(view)}
-    missing = [n for n in saved if n not in now]
-    extra = [n for n in now if n not in saved]
-    changed = [f"'{n}' {_describe(saved[n])} -> {_describe(now[n])}"
-               for n in saved if n in now and saved[n] != now[n]]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} tensors of the base are missing from this model "
-                        f"({_few(missing)})")
-    if extra:
-        problems.append(f"{len(extra)} tensors of this model were not in the base ({_few(extra)})")
-    if changed:
-        problems.append(f"{len(changed)} tensors changed ({', '.join(changed[:_SHOWN])}"
-                        + (", ..." if len(changed) > _SHOWN else "") + ")")
-    if problems:
-        raise CheckpointError(
-            f"{path!r} was saved from a different base model: " + "; ".join(problems)
-            + ". Load the base model the checkpoint was trained from, or pass check_base=False "
-            "to load anyway."
-        )
-
-
-def _check_digests(recorded: dict[str, str], tensors: dict[str, torch.Tensor], path: str) -> None:
-    differ = [name for name, digest in recorded.items()
-              if name not in tensors or _digest(tensors[name]) != digest]
-    if differ:
-        raise CheckpointError(
-            f"{path!r} was trained on other frozen weights: {len(differ)} frozen tensors of this "
-            f"model differ from the base the checkpoint was saved from ({_few(differ)}). Load "
-            "the same pretrained weights, or pass check_base=False to load anyway."
-        )
 
 
 def _match_tensors(payload: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor],
@@ -577,7 +355,7 @@ def _match_tensors(payload: dict[str, torch.Tensor], tensors: dict[str, torch.Te
     missing = sorted(n for n in payload if n not in tensors)
     if missing and strict:
         raise CheckpointError(
-            f"{path!r} holds {len(missing)} tensors this model does not have ({_few(missing)}); "
+            f"{path!r} holds {len(missing)} tensors this model does not have ({few(missing)}); "
             "pass strict=False to skip them."
         )
     loaded = sorted((n for n in payload if n in tensors), key=order.__getitem__)
@@ -629,23 +407,7 @@ def _refuse_untrained(loaded: list[str], view: TreeView, mask: Mask, path: str) 
     if extra:
         raise CheckpointError(
             f"{path!r} holds {len(extra)} tensors that are frozen under its own plan "
-            f"({_few(extra)}); loading them would overwrite frozen base values. A checkpoint "
+            f"({few(extra)}); loading them would overwrite frozen base values. A checkpoint "
             "holds only trainable parameters and the statistics of BatchNorms that still "
             "update: write it with fl.save_trainable, or remove those tensors from the file."
         )
-
-
-def _hashable(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list) else value
-
-
-def _describe(entry: tuple[Any, ...]) -> str:
-    kind, dtype, shape, tie = entry
-    return f"{kind} {dtype} {tuple(shape)}" + (f" shared with '{tie}'" if tie else "")
-
-
-def _few(names: list[str]) -> str:
-    # Names may come from the file's metadata: each is cut to a readable length.
-    shown = ", ".join(f"'{n}'" if len(n) <= 80 else f"'{n[:80]}...'" for n in names[:_SHOWN])
-    return shown + (", ..." if len(names) > _SHOWN else "")
-
