@@ -351,3 +351,32 @@ def test_thawed_group_joins_the_schedule_where_it_is(kind):
             ratio = thawed[epoch]["2/no_decay"] / thawed[epoch]["3/no_decay"]
             assert ratio == pytest.approx(0.8, rel=1e-12)
     assert thawed[3]["3/no_decay"] < 1.0  # the schedule had moved before the thaw
+
+
+def test_scheduler_extended_with_a_partial_lambda_loads_into_one_built_before_the_thaw():
+    import functools
+
+    def build() -> tuple:
+        optimizer, second = optimizer_with_added_group()
+        halve = functools.partial(lambda epoch, base: base ** epoch, base=0.5)
+        return optimizer, second, LambdaLR(optimizer, halve)
+
+    optimizer, second, scheduler = build()
+    optimizer.add_param_group({"params": second.parameters(), "lr": 1.0})
+    fl.extend_scheduler(scheduler)
+    saved = scheduler.state_dict()
+    fresh_optimizer, fresh_second, fresh = build()
+    fresh.load_state_dict(saved)  # groups are restored later, with the optimizer's state
+    fresh_optimizer.add_param_group({"params": fresh_second.parameters(), "lr": 1.0})
+    fl.extend_scheduler(fresh)
+    assert len(fresh.lr_lambdas) == len(fresh.base_lrs) == 2
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import frostline.torch._param_groups
+    import frostline.torch._unfreeze
+
+    for module in (frostline.torch._unfreeze, frostline.torch._param_groups):
+        assert doctest.testmod(module).failed == 0

@@ -26,6 +26,7 @@ thaws and re-adds the saved groups in their order), then ``optimizer.load_state_
 from __future__ import annotations
 
 import bisect
+import types
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -331,7 +332,25 @@ def _extend_lists(scheduler: Any) -> None:
         scheduler.base_lrs.extend(g["initial_lr"] for g in groups[len(scheduler.base_lrs):])
         lambdas = getattr(scheduler, "lr_lambdas", None)
         if lambdas is not None:
-            lambdas.extend([lambdas[0]] * (len(groups) - len(lambdas)))
+            lambdas.extend([_same_as(lambdas[0])] * (len(groups) - len(lambdas)))
     last = getattr(scheduler, "_last_lr", None)
     if last is not None:
         last.extend(g["lr"] for g in groups[len(last):])
+
+
+def _same_as(lr_lambda: Any) -> Any:
+    """``lr_lambda`` as a plain function, so the scheduler's state dict stores nothing for it.
+
+    ``LambdaLR.state_dict`` stores the ``__dict__`` of lambdas that are objects (a
+    ``functools.partial``, as transformers' schedules are) and ``load_state_dict`` writes them
+    back by position; a resumed run's scheduler, built before the added groups were restored,
+    then lacks those positions and raises. A plain function is stored as None and skipped; it
+    calls the first lambda, whose own state is restored at position 0.
+    """
+    if isinstance(lr_lambda, types.FunctionType):
+        return lr_lambda
+
+    def same(epoch: int) -> float:
+        return lr_lambda(epoch)
+
+    return same
