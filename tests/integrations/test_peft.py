@@ -1,0 +1,81 @@
+"""PEFT recipe: LoRA on the lower layers, the top layers unfrozen and a new head, in one plan."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+peft = pytest.importorskip("peft")
+
+import frostline as fl  # noqa: E402
+
+# peft calls a transformers method that transformers 5 deprecates; not frostline's to fix.
+pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
+
+LORA_LAYERS = [0, 1, 2, 3]
+PLAN = (fl.Plan().freeze("**")
+        .unfreeze("name:lora_A | name:lora_B")  # the adapters of layers 0-3
+        .unfreeze("group:-3:"))  # layers 4 and 5, and the head (pooler + new classifier)
+
+
+def lora_minilm(minilm_path, seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)  # the new head and the adapters start from this seed
+    base = transformers.BertForSequenceClassification.from_pretrained(str(minilm_path),
+                                                                      num_labels=2)
+    config = peft.LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
+                             target_modules=["query", "value"],
+                             layers_to_transform=LORA_LAYERS, layers_pattern="layer")
+    return peft.get_peft_model(base, config)
+
+
+def batch(seed: int) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return {"input_ids": torch.randint(1000, 2000, (4, 8), generator=generator),
+            "labels": torch.randint(0, 2, (4,), generator=generator)}
+
+
+def layer_of(name: str) -> int | None:
+    marker = ".encoder.layer."
+    return int(name.split(marker)[1].split(".")[0]) if marker in name else None
+
+
+@pytest.mark.slow
+def test_lora_top_layers_and_head_train_save_and_load_in_one_plan(minilm_path, tmp_path):
+    model = lora_minilm(minilm_path, seed=0)
+    PLAN.apply(model)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    expected = {n for n, _ in model.named_parameters()
+                if ("lora_" in n and layer_of(n) in LORA_LAYERS) or layer_of(n) in (4, 5)
+                or ".pooler." in n or ".classifier." in n}
+    assert trainable == expected
+    assert not any("lora_" in n for n in trainable if layer_of(n) in (4, 5))
+
+    rows = {row.name: row for row in fl.summary(model).rows}
+    lora_per_layer = 2 * (4 * 384 + 384 * 4)  # query and value, A (4 x 384) and B (384 x 4)
+    layers = [rows[f"base_model.model.bert.encoder.layer.{i}"] for i in range(6)]
+    assert [row.trainable for row in layers] == [lora_per_layer] * 4 + [
+        layers[4].params, layers[5].params]
+    assert rows["stem"].trainable == 0 and rows["head"].trainable == rows["head"].params
+    total, _ = model.get_nb_trainable_parameters()
+    assert fl.summary(model).trainable == total
+
+    optimizer = torch.optim.AdamW(fl.param_groups(model, lr=1e-3, weight_decay=0.01))
+    model.train()
+    with fl.guard(model, require_trainable_moved=True):
+        for step in range(3):
+            optimizer.zero_grad()
+            model(**batch(step)).loss.backward()
+            optimizer.step()
+
+    path = tmp_path / "lora-top2-head.safetensors"
+    saved = fl.save_trainable(model, path)
+    assert set(saved.tensors) == trainable
+    fresh = lora_minilm(minilm_path, seed=1)  # other adapters and head until loaded
+    probe = batch(99)["input_ids"]
+    model.eval(), fresh.eval()
+    with torch.no_grad():
+        assert not torch.equal(fresh(input_ids=probe).logits, model(input_ids=probe).logits)
+        fl.load_trainable(fresh, path)
+        assert torch.equal(fresh(input_ids=probe).logits, model(input_ids=probe).logits)
+    assert {n for n, p in fresh.named_parameters() if p.requires_grad} == trainable
