@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -9,6 +11,7 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
 
 import frostline as fl  # noqa: E402
+from frostline.integrations._hf_trainer import TRAINABLE_FILE  # noqa: E402
 from frostline.integrations.transformers import FrostlineCallback  # noqa: E402
 
 SENTENCES = ["a cat sat", "the dog ran far", "rain again today", "sunny and warm",
@@ -30,7 +33,7 @@ def dataset(minilm_path) -> list[dict]:
 
 def arguments(out, max_steps: int, **extra) -> transformers.TrainingArguments:
     options = dict(output_dir=str(out), max_steps=max_steps, per_device_train_batch_size=2,
-                   learning_rate=1e-3, weight_decay=0.01, lr_scheduler_type="linear",
+                   learning_rate=1e-3, weight_decay=0.01, lr_scheduler_type="cosine",
                    save_strategy="steps", save_steps=2, logging_strategy="no", report_to=[],
                    use_cpu=True, seed=0, disable_tqdm=True, dataloader_num_workers=0)
     return transformers.TrainingArguments(**{**options, **extra})
@@ -81,7 +84,7 @@ def test_trainer_trains_what_the_schedule_thaws_and_nothing_else(minilm_path, tm
     assert [sorted(step) for step in rates.seen] == [
         ["head/decay", "head/no_decay"]] * 2 + [
         ["bert.encoder.layer.5/decay", "bert.encoder.layer.5/no_decay", "head/decay", "head/no_decay"]] * 2
-    for step in rates.seen[2:]:  # thawed at step 2, on the linear decay where it was
+    for step in rates.seen[2:]:  # thawed at step 2, half-way down the cosine
         assert step["bert.encoder.layer.5/decay"][0] == pytest.approx(0.8 * step["head/decay"][0])
     assert rates.seen[2]["head/decay"][0] == pytest.approx(1e-3 * 2 / 4)
 
@@ -113,8 +116,17 @@ def test_resumed_run_restores_thawed_groups_and_ends_where_an_unbroken_run_ends(
         "bert.encoder.layer.5/decay", "bert.encoder.layer.5/no_decay", "head/decay",
         "head/no_decay"]]
     assert len(trainer.lr_scheduler.base_lrs) == len(trainer.lr_scheduler.lr_lambdas) == 4
+    callback = next(c for c in trainer.callback_handler.callbacks
+                    if isinstance(c, FrostlineCallback))
+    assert callback.loaded.path == str(tmp_path / "checkpoint-3" / TRAINABLE_FILE)
     for name, tensor in resumed.state_dict().items():
         assert torch.equal(tensor, final[name]), name
+
+    record = tmp_path / "checkpoint-3" / "frostline-state.json"
+    record.write_text(json.dumps({**json.loads(record.read_text()), "run": "another"}))
+    with pytest.raises(fl.CheckpointError, match="frostline files of another run"):
+        run(minilm_path, tmp_path, max_steps=4, save_steps=3,
+            resume=str(tmp_path / "checkpoint-3"))
 
 
 @pytest.mark.slow

@@ -44,7 +44,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from .._errors import CheckpointError, PlanError
 from ..core.plan import Plan
 from ..core.schedule import UnfreezeSchedule
-from ..torch._checkpoint import load_trainable, save_trainable
+from ..torch._checkpoint import CheckpointInfo, load_trainable, save_trainable
 from ..torch._guard import Snapshot, take_snapshot
 from ..torch._param_groups import DEFAULT_NO_DECAY
 from ..torch._unfreeze import Unfreezer, extend_scheduler
@@ -67,6 +67,11 @@ class FrostlineCallback(TrainerCallback):
             check, raising :class:`~frostline.GuardError` naming them; None: no guard.
         save_trainable: write ``frostline-trainable.safetensors`` into each checkpoint folder.
         **group_options: passed to ``fl.groups`` (``coarse``, ``spec``, ...).
+
+    Attributes:
+        unfreezer: the :class:`~frostline.Unfreezer` (built with the Trainer).
+        optimizer: the optimizer built for the Trainer.
+        loaded: what was loaded from the trainable-only checkpoint of a resumed run, else None.
 
     Example:
         >>> import frostline as fl
@@ -99,6 +104,7 @@ class FrostlineCallback(TrainerCallback):
         self.unfreezer: Unfreezer | None = None
         self.optimizer: Any = None
         self.snapshot: Snapshot | None = None
+        self.loaded: CheckpointInfo | None = None
         self._args: Any = None
         self._run = uuid.uuid4().hex
         self._resumed_run: str | None = None
@@ -111,6 +117,11 @@ class FrostlineCallback(TrainerCallback):
 
     def on_init_end(self, args: Any, state: Any, control: Any, model: nn.Module = None,
                     **kwargs: Any) -> None:
+        if model is None:
+            raise PlanError(
+                "FrostlineCallback needs the model when the Trainer is built: pass "
+                "Trainer(model=...) (model_init= builds it later, which it does not support)."
+            )
         self._args = args
         self.unfreezer = Unfreezer(model, self.schedule, lr=args.learning_rate,
                                    weight_decay=args.weight_decay, **self._options,
@@ -231,7 +242,7 @@ class FrostlineCallback(TrainerCallback):
                 f"from (run {run}, not {self._resumed_run}); resume from a checkpoint inside "
                 "args.output_dir, or point output_dir at the run being resumed."
             )
-        load_trainable(model, path, **self._group_options)
+        self.loaded = load_trainable(model, path, **self._group_options)
 
 
 def _inner(optimizer: Any) -> Any:
