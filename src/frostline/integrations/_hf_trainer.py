@@ -76,10 +76,10 @@ class FrostlineCallback(TrainerCallback):
     Example:
         >>> import frostline as fl
         >>> from frostline.integrations.transformers import FrostlineCallback
-        >>> callback = FrostlineCallback(fl.UnfreezeSchedule.gradual(every=2), layer_decay=0.8)
-        >>> factory, kwargs = callback.optimizer_cls_and_kwargs()
-        >>> kwargs
-        {}
+        >>> callback = FrostlineCallback(fl.UnfreezeSchedule.gradual(every=2, unit="step"),
+        ...                              layer_decay=0.8, guard_every=10)
+        >>> [callback.schedule.plan_at(step, n_groups=8).unlocked_groups for step in (0, 2, 4)]
+        [1, 2, 3]
     """
 
     def __init__(self, plan_or_schedule: Plan | UnfreezeSchedule, *,
@@ -136,23 +136,23 @@ class FrostlineCallback(TrainerCallback):
                 "optimizer_cls_and_kwargs=callback.optimizer_cls_and_kwargs() to Trainer (and "
                 "no optimizers=)."
             )
-        if lr_scheduler is not None:
+        if lr_scheduler is not None and self.unfreezer.added:
             extend_scheduler(lr_scheduler)  # groups restored on resume
         if state.global_step:
             self._load_beside(args, state, model)
-        self._thaw(self._time(state), optimizer, lr_scheduler, state)
+        self._thaw(self._time(state), optimizer, lr_scheduler)
         if self.guard_every is not None:
             self.snapshot = take_snapshot(model, buffers=True)
 
     def on_epoch_begin(self, args: Any, state: Any, control: Any, optimizer: Any = None,
                        lr_scheduler: Any = None, **kwargs: Any) -> None:
         if self.schedule.unit == "epoch":
-            self._thaw(self._time(state), optimizer, lr_scheduler, state)
+            self._thaw(self._time(state), optimizer, lr_scheduler)
 
     def on_step_begin(self, args: Any, state: Any, control: Any, optimizer: Any = None,
                       lr_scheduler: Any = None, **kwargs: Any) -> None:
         if self.schedule.unit == "step":
-            self._thaw(self._time(state), optimizer, lr_scheduler, state)
+            self._thaw(self._time(state), optimizer, lr_scheduler)
 
     def on_step_end(self, args: Any, state: Any, control: Any, model: nn.Module = None,
                     **kwargs: Any) -> None:
@@ -221,7 +221,7 @@ class FrostlineCallback(TrainerCallback):
     def _time(self, state: Any) -> int:
         return int(state.epoch or 0) if self.schedule.unit == "epoch" else state.global_step
 
-    def _thaw(self, time: int, optimizer: Any, scheduler: Any, state: Any) -> None:
+    def _thaw(self, time: int, optimizer: Any, scheduler: Any) -> None:
         before = self.unfreezer.plan
         added = self.unfreezer.step(time, _inner(optimizer), scheduler)
         if self.snapshot is not None and (added or self.unfreezer.plan != before):

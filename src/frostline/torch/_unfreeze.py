@@ -197,7 +197,7 @@ def extend_scheduler(scheduler: Any) -> None:
     sets the group's ``lr`` to where the schedule is now: ``initial_lr`` times the scheduler's
     current factor. A group thawed half-way through a cosine schedule so starts at the same
     fraction of its own rate as the groups that trained from the start, and layer-wise decay
-    ratios hold. Calling it again changes nothing.
+    ratios hold. A scheduler that covers every group already is left as it is.
 
     The current factor: ``lr_lambda(last_epoch)`` for ``LambdaLR``; the ratio ``lr /
     initial_lr`` of the first group for the multiplicative schedulers (``StepLR``,
@@ -225,6 +225,8 @@ def extend_scheduler(scheduler: Any) -> None:
         >>> [g["lr"] for g in opt.param_groups], sched.base_lrs
         ([0.5, 0.4], [1.0, 0.8])
     """
+    if not _short(scheduler):
+        return
     follow = _follower(scheduler)
     groups = scheduler.optimizer.param_groups
     for group in groups[_covered(scheduler):]:
@@ -318,6 +320,20 @@ def _covered(scheduler: Any) -> int:
     if isinstance(scheduler, s.ReduceLROnPlateau):
         return len(scheduler.min_lrs)
     return len(scheduler.base_lrs)
+
+
+def _short(scheduler: Any) -> bool:
+    """Whether a per-group list of ``scheduler`` lacks some of its optimizer's groups.
+
+    Schedulers without such lists (not torch's) count as short: they can't be checked.
+    """
+    children = getattr(scheduler, "_schedulers", None)
+    if children is not None:
+        return any(_short(child) for child in children)
+    count = len(scheduler.optimizer.param_groups)
+    lists = [getattr(scheduler, key, None) for key in ("base_lrs", "lr_lambdas", "min_lrs")]
+    lists = [entries for entries in lists if entries is not None]
+    return not lists or any(len(entries) < count for entries in lists)
 
 
 def _extend_lists(scheduler: Any) -> None:
