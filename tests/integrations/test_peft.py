@@ -51,12 +51,13 @@ def test_lora_top_layers_and_head_train_save_and_load_in_one_plan(minilm_path, t
     assert trainable == expected
     assert not any("lora_" in n for n in trainable if layer_of(n) in (4, 5))
 
-    rows = {row.name: row for row in fl.summary(model).rows}
+    stem, *layers, head = fl.summary(model).rows  # embeddings, 6 encoder layers, head
+    assert [row.modules for row in layers] == [
+        (f"base_model.model.bert.encoder.layer.{i}",) for i in range(6)]
     lora_per_layer = 2 * (4 * 384 + 384 * 4)  # query and value, A (4 x 384) and B (384 x 4)
-    layers = [rows[f"base_model.model.bert.encoder.layer.{i}"] for i in range(6)]
     assert [row.trainable for row in layers] == [lora_per_layer] * 4 + [
         layers[4].params, layers[5].params]
-    assert rows["stem"].trainable == 0 and rows["head"].trainable == rows["head"].params
+    assert stem.trainable == 0 and head.trainable == head.params
     total, _ = model.get_nb_trainable_parameters()
     assert fl.summary(model).trainable == total
 
