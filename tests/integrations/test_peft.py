@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -80,3 +82,39 @@ def test_lora_top_layers_and_head_train_save_and_load_in_one_plan(minilm_path, t
         fl.load_trainable(fresh, path)
         assert torch.equal(fresh(input_ids=probe).logits, model(input_ids=probe).logits)
     assert {n for n, p in fresh.named_parameters() if p.requires_grad} == trainable
+
+
+@pytest.mark.slow
+def test_trainer_resumes_lora_and_unfrozen_layers_from_the_trainable_only_file(
+        minilm_path, tmp_path):
+    from frostline.integrations.transformers import FrostlineCallback
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(minilm_path))
+    texts = ["a cat sat", "the dog ran far", "rain again today", "sunny and warm"]
+    encoded = tokenizer(texts, padding="max_length", max_length=8, truncation=True)
+    data = [{"input_ids": encoded["input_ids"][i], "labels": i % 2} for i in range(4)]
+
+    def train(resume=None):
+        model = lora_minilm(minilm_path, seed=0)
+        callback = FrostlineCallback(PLAN, guard_every=1)
+        args = transformers.TrainingArguments(
+            output_dir=str(tmp_path), max_steps=4, per_device_train_batch_size=2,
+            learning_rate=1e-3, save_strategy="steps", save_steps=2, logging_strategy="no",
+            report_to=[], use_cpu=True, seed=0, disable_tqdm=True)
+        trainer = transformers.Trainer(
+            model=model, args=args, train_dataset=data, callbacks=[callback],
+            optimizer_cls_and_kwargs=callback.optimizer_cls_and_kwargs())
+        trainer.train(resume_from_checkpoint=resume)
+        return model
+
+    final = {n: t.clone() for n, t in train().state_dict().items()}
+    folder = tmp_path / "checkpoint-2"
+    saved = json.loads((folder / "adapter_config.json").read_text())
+    assert saved["peft_type"] == "LORA" and not (folder / "model.safetensors").exists()
+    resumed = train(resume=str(folder))  # the Trainer restores the adapters, frostline the rest
+    for name, tensor in resumed.state_dict().items():
+        assert torch.equal(tensor, final[name]), name
+
+    (folder / "frostline-trainable.safetensors").unlink()
+    with pytest.raises(fl.CheckpointError, match="would restart from the base"):
+        train(resume=str(folder))

@@ -25,7 +25,8 @@ carries frostline's unfreezing state, so loading it thaws what had thawed and re
 groups before their state is restored; the scheduler is extended to them at train begin. The
 trainable-only file in the resumed checkpoint folder is then loaded with
 :func:`~frostline.load_trainable`, which first proves that every frozen tensor is still the one
-training started from and re-applies the plan saved with it.
+training started from and re-applies the plan saved with it. For a PEFT model the Trainer saves
+only the adapters: that file is what restores the unfrozen layers and the head.
 
 This module imports transformers; ``import frostline`` does not import it.
 """
@@ -65,7 +66,9 @@ class FrostlineCallback(TrainerCallback):
         guard_every: every this many optimizer steps (and before each thaw), check that no
             frozen tensor (parameter, or statistic of a frozen BatchNorm) moved since the last
             check, raising :class:`~frostline.GuardError` naming them; None: no guard.
-        save_trainable: write ``frostline-trainable.safetensors`` into each checkpoint folder.
+        save_trainable: write ``frostline-trainable.safetensors`` (and ``frostline-state.json``)
+            into each checkpoint folder, and load them when resuming (refusing a folder
+            without them).
         **group_options: passed to ``fl.groups`` (``coarse``, ``spec``, ...).
 
     Attributes:
@@ -229,11 +232,19 @@ class FrostlineCallback(TrainerCallback):
             self.snapshot = take_snapshot(self.unfreezer.model, buffers=True)
 
     def _load_beside(self, args: Any, state: Any, model: nn.Module) -> None:
-        """Load the trainable-only checkpoint of the step resumed from, if it was written."""
+        """Load the trainable-only checkpoint of the step resumed from."""
+        if not self.save_trainable:
+            return
         folder = _checkpoint_folder(args, state)
         path, record = os.path.join(folder, TRAINABLE_FILE), os.path.join(folder, STATE_FILE)
         if not (os.path.isfile(path) and os.path.isfile(record)):
-            return
+            raise CheckpointError(
+                f"{folder} lacks {TRAINABLE_FILE} or {STATE_FILE}, which the resumed run wrote "
+                "there; without them the parameters the Trainer does not save (a PEFT model's "
+                "unfrozen layers and head) would restart from the base. Resume from a "
+                "checkpoint inside args.output_dir, or pass save_trainable=False to trust the "
+                "Trainer's own files."
+            )
         with open(record) as handle:
             run = json.load(handle).get("run")
         if run != self._resumed_run:
