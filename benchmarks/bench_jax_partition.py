@@ -154,7 +154,7 @@ def main() -> None:
             times[name].append(seconds / args.steps)
 
     view = fl.view(model)
-    trainable = set(fl.Plan.lock(3).mask_on(model).trainable_names())
+    trainable = set(fl.mask(model, fl.Plan.lock(3)).trainable_names())
     n_train = sum(leaf.numel for leaf in view if leaf.name in trainable)
     n_all = sum(leaf.numel for leaf in view)
     print(f"jax {jax.__version__}, backend {jax.default_backend()}, devices {jax.device_count()}; "

@@ -54,7 +54,7 @@ def main() -> None:
               "| load / full load |")
         print("|---|---|---|---|---|---|")
         for label, plan in PLANS.items():
-            plan.apply(model)
+            fl.apply(model, plan)
             target = os.path.join(tmp, "trainable.safetensors")
             save = best_of(lambda: fl.save_trainable(model, target))
             load = best_of(lambda: fl.load_trainable(model, target))

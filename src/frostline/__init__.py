@@ -4,7 +4,7 @@ Example:
     >>> import torch, frostline as fl
     >>> net = torch.nn.Sequential(*[torch.nn.Linear(4, 4) for _ in range(3)])
     >>> plan = fl.Plan().freeze("**").unfreeze("group:-1:").freeze("name:bias")
-    >>> _ = plan.apply(net)
+    >>> _ = fl.apply(net, plan)
     >>> [n for n, p in net.named_parameters() if p.requires_grad]
     ['2.weight']
 """
@@ -18,6 +18,7 @@ from ._api import (
     apply,
     combine,
     explain,
+    filter_spec,
     groups,
     guard,
     lock,
@@ -40,12 +41,13 @@ from ._errors import (
 )
 from ._report import Explanation, Summary
 from .core.backend import register_backend
-from .core.groups import Group, Groups
+from .core.groups import Group, Grouping, Groups
 from .core.leaves import Leaf, Owner, TreeView
 from .core.mask import Mask
 from .core.parser import parse
 from .core.plan import Plan, Rule
 from .core.recommend import Recommendation, Thresholds, recommend
+from .core.resolve import Resolved, resolve
 from .core.selectors import (
     Selector,
     class_name,
@@ -69,6 +71,8 @@ _LAZY = {
     "register_group_rule": "frostline.torch",
     "save_trainable": "frostline.torch._checkpoint",
     "load_trainable": "frostline.torch._checkpoint",
+    "CheckpointInfo": "frostline.torch._checkpoint",
+    "Snapshot": "frostline.torch._guard",
     "check_ddp": "frostline.torch._ddp",
     "sweep": "frostline.torch._sweep",
     "Setting": "frostline.torch._sweep",
@@ -81,6 +85,7 @@ _LAZY = {
     "enable_input_grads": "frostline.torch._input_grads",
     "FrostlineFinetuning": "frostline.integrations.lightning",
     "nnx_filter": "frostline.jax",
+    "JaxSnapshot": "frostline.jax",
     "frozen_bn_inference": "frostline.jax",
     "optax_mask": "frostline.jax",
     "optax_labels": "frostline.jax",
@@ -106,14 +111,16 @@ __all__ = [
     "FrostlineError",
     "Group",
     "GroupError",
+    "Grouping",
     "Groups",
     "GuardError",
     "Leaf",
     "Mask",
     "Owner",
     "Plan",
-    "Recommendation",
     "PlanError",
+    "Recommendation",
+    "Resolved",
     "Rule",
     "Selector",
     "SelectorError",
@@ -127,6 +134,7 @@ __all__ = [
     "combine",
     "everything",
     "explain",
+    "filter_spec",
     "group",
     "groups",
     "guard",
@@ -138,12 +146,14 @@ __all__ = [
     "parse",
     "partition",
     "path",
-    "regex",
     "recommend",
+    "regex",
     "register_backend",
+    "resolve",
     "snapshot",
     "summary",
     "view",
     "where",
-    *_LAZY,
 ]
+# The names in _LAZY need a framework; they are left out of __all__ so that
+# `from frostline import *` imports none.

@@ -9,10 +9,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from .core.groups import Groups
-from .core.leaves import PARAM, TreeView, unique_numel
-from .core.mask import Mask
+from .core.leaves import PARAM, unique_numel
 from .core.plan import describe_decision
+from .core.resolve import Resolved
 
 
 def render(renderable: Any, width: int = 120) -> str:
@@ -60,8 +59,10 @@ class Summary:
     unmatched: tuple[str, ...] = ()
 
     @classmethod
-    def build(cls, view: TreeView, groups: Groups, trainable: dict[str, bool],
-              frozen_stats: set[str]) -> Summary:
+    def of(cls, resolved: Resolved) -> Summary:
+        """The summary of a resolved model: its groups and what its mask trains."""
+        view, groups, frozen_stats = resolved.view, resolved.groups, resolved.frozen_stats
+        trainable = resolved.mask.as_dict()
         params = [leaf for leaf in view if leaf.kind == PARAM]
         rows = []
         for group in groups:
@@ -145,8 +146,9 @@ class Explanation:
     frozen_stats: tuple[str, ...]
 
     @classmethod
-    def build(cls, plan: Any, view: TreeView, groups: Groups, mask: Mask,
-              buffers: bool = False) -> Explanation:
+    def of(cls, resolved: Resolved, buffers: bool = False) -> Explanation:
+        """Explain the plan of a resolved model (``buffers``: list buffers too)."""
+        plan, view, groups, mask = resolved.plan, resolved.view, resolved.groups, resolved.mask
         rows = []
         for leaf, trainable, decided in zip(view, mask.trainable, mask.decided_by):
             if leaf.kind != PARAM and not buffers:
@@ -157,9 +159,11 @@ class Explanation:
                 kind=leaf.kind,
                 group="-" if index is None else groups.groups[index].name,
                 trainable=trainable,
-                decided_by=describe_decision(plan, decided),
+                decided_by=describe_decision(plan, decided) if plan is not None
+                else "current state",
             ))
-        return cls(str(plan), tuple(rows), mask.frozen_stats)
+        return cls(str(plan) if plan is not None else "current state", tuple(rows),
+                   mask.frozen_stats)
 
     def __str__(self) -> str:
         table = Table(title=self.plan_text, title_justify="left")

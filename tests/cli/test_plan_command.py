@@ -16,7 +16,7 @@ def test_plan_json_gives_the_rules_and_each_parameter_state(cli):
     data = cli.json("plan", "demo", "--unlocked-groups", "2", "--freeze", "name:bias",
                     "--freeze-bn-stats", "--json")
     model = pretrained_digit_net()
-    fl.Plan.from_dict(data["plan"]).apply(model)
+    fl.apply(model, fl.Plan.from_dict(data["plan"]))
     expected = {n: p.requires_grad for n, p in model.named_parameters()}
     assert {row["name"]: row["trainable"] for row in data["parameters"]} == expected
     assert data["plan"]["rules"] == [{"freeze": "**"}, {"unfreeze": "group:-2:"},
@@ -90,7 +90,7 @@ def test_a_coarse_plan_saved_and_checked_keeps_its_coarse_groups(cli, tmp_path):
                      "--save", path, "--json")
     checked = cli.json("plan", "timm:resnet18", "--check", path, "--json")
     fine = cli.json("plan", "timm:resnet18", "--unlocked-groups", "2", "--json")
-    assert fl.Plan.load(path).group_options == {"coarse": True}
+    assert fl.Plan.load(path).grouping.options() == {"coarse": True}
     assert trainable_names(checked) == trainable_names(saved)
     assert "layer4.0.conv1.weight" in trainable_names(checked)
     assert "layer4.0.conv1.weight" not in trainable_names(fine)

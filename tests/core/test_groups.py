@@ -127,15 +127,19 @@ def test_aliases_of_a_shared_tensor_join_the_group_of_its_canonical_name(make_vi
     found = build_groups(view, [["emb.weight"], ["blocks.0.weight", "blocks.1.weight"],
                                 ["out.weight"]], ["stem", "body", "head"], "explicit")
     assert found.names == ["stem", "body"]
-    assert found["stem"].leaf_names == ("emb.weight", "out.weight")
+    assert found["stem"].leaf_names == ("emb.weight",)
+    assert found["stem"].aliases == ("out.weight",)
     assert [g.index for g in found] == [0, 1]
     assert "dropped" in found.notes[-1]
 
 
 def test_auto_groups_with_tied_weights_stay_a_partition(make_view):
-    found = auto_groups(tied_view(make_view))
-    listed = [n for g in found for n in g.leaf_names]
+    view = tied_view(make_view)
+    found = auto_groups(view)
+    listed = [n for g in found for n in (*g.leaf_names, *g.aliases)]
     assert len(listed) == len(set(listed)) == 4
+    canonical = [n for g in found for n in g.leaf_names]
+    assert sorted(canonical) == sorted(n for n, c in view.canonical.items() if n == c)
 
 
 def test_attach_buffers_puts_stats_with_their_module(toy_view):

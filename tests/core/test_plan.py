@@ -230,20 +230,32 @@ def test_plan_prints_its_rules_and_flags():
 
 
 def test_grouping_options_travel_with_the_plan_through_yaml():
-    plan = fl.Plan.lock(2).with_groups(tower="visual", coarse=True, spec=["stem", "blocks.*"])
+    plan = fl.Plan.lock(2).with_grouping(tower="visual", coarse=True, spec=["stem", "blocks.*"])
     loaded = fl.Plan.from_yaml(plan.to_yaml())
     assert loaded == plan
-    assert loaded.group_options == {"coarse": True, "spec": ("stem", "blocks.*"),
-                                    "tower": "visual"}
+    assert loaded.grouping.options() == {"coarse": True, "spec": ("stem", "blocks.*"),
+                                         "tower": "visual"}
+
+
+def test_grouping_given_later_overrides_only_the_fields_it_sets():
+    plan = fl.Plan.lock(1).with_grouping(tower="visual", coarse=True)
+    assert plan.with_grouping(coarse=False).grouping == fl.Grouping(tower="visual", coarse=False)
+    assert fl.Grouping(coarse=False).over(plan.grouping).tower == "visual"
 
 
 @pytest.mark.parametrize(("options", "message"), [
-    ({"example_input": 3}, "unknown grouping option 'example_input'"),
-    ({"coarse": "yes"}, "'coarse' must be a bool"),
-    ({"spec": "stem"}, "'spec' must be a list of strings"),
+    ({"coarse": "yes"}, "'coarse' must be true or false"),
+    ({"spec": "stem"}, "'spec' must be a list"),
 ])
 def test_bad_grouping_options_are_plan_errors(options, message):
     with pytest.raises(fl.PlanError, match=message):
-        fl.Plan().with_groups(**options)
+        fl.Plan().with_grouping(**options)
     with pytest.raises(fl.PlanError, match=message):
         fl.Plan.from_dict({"rules": [], "groups": options})
+
+
+def test_an_example_input_cannot_be_stored_in_a_plan_file():
+    with pytest.raises(fl.PlanError, match="unknown grouping option.*example_input"):
+        fl.Plan.from_dict({"rules": [], "groups": {"example_input": 3}})
+    plan = fl.Plan.lock(1).with_grouping(example_input=3)
+    assert "example_input" not in plan.to_dict().get("groups", {})

@@ -68,9 +68,9 @@ def test_timm_tower_head_group_option_makes_head_the_top_group(convnext_tower):
     plain, with_head = fl.groups(tower), fl.groups(tower, head_group=True)
     assert len(with_head) == len(plain) + 1
     assert with_head[-1].parameter_names == ("head.proj.weight",)
-    fl.lock(tower, 0, head_group=True)
+    fl.lock(tower, 0, grouping=fl.Grouping(head_group=True))
     assert frozen_params(tower) == {n for n, _ in tower.named_parameters()}
-    fl.lock(tower, 1, head_group=True)
+    fl.lock(tower, 1, grouping=fl.Grouping(head_group=True))
     assert frozen_params(tower) == {n for n, _ in tower.named_parameters() if n.startswith("trunk.")}
 
 
@@ -174,9 +174,38 @@ def test_whole_clip_groups_are_image_then_text_then_the_rest(vit_clip):
 def test_tower_lock_plan_round_trips_and_replays_on_the_model(vit_clip):
     clip = copy.deepcopy(vit_clip)
     plan = fl.lock(clip, 2, tower="text")
-    assert str(plan) == ("Plan(freeze token_embedding,positional_embedding,transformer,ln_final,"
-                         "text_projection, unfreeze group:-2:; unlocked_groups=2, "
-                         "groups(tower='text'))")
+    assert str(plan) == ("Plan(freeze **, unfreeze group:-2:; unlocked_groups=2, "
+                         "groups(tower='text'), scope token_embedding,positional_embedding,"
+                         "transformer,ln_final,text_projection)")
     replayed = copy.deepcopy(vit_clip)
-    fl.Plan.from_yaml(plan.to_yaml()).apply(replayed)  # the plan carries tower="text"
+    fl.apply(replayed, fl.Plan.from_yaml(plan.to_yaml()))  # the plan carries tower="text"
+    assert frozen_params(replayed) == frozen_params(clip)
+
+
+@pytest.mark.parametrize("k", [0, 2])
+def test_image_then_text_tower_locks_compose_as_open_clips(vit_clip, k):
+    ours, theirs = copy.deepcopy(vit_clip), copy.deepcopy(vit_clip)
+    theirs.lock_image_tower(k)
+    theirs.lock_text_tower(k)
+    fl.lock(ours, k, tower="image")
+    fl.lock(ours, k, tower="text")
+    assert frozen_params(ours) == frozen_params(theirs)
+    if k == 0:
+        assert {n for n, p in ours.named_parameters() if p.requires_grad} == {"logit_scale"}
+
+
+def test_a_tower_lock_keeps_what_was_frozen_by_hand_outside_its_tower(vit_clip):
+    clip = copy.deepcopy(vit_clip)
+    clip.logit_scale.requires_grad_(False)
+    fl.lock(clip, 1, tower="image")
+    assert not clip.logit_scale.requires_grad
+    assert clip.transformer.resblocks[0].attn.in_proj_weight.requires_grad
+
+
+def test_two_tower_locks_as_one_composed_plan_round_trip(vit_clip):
+    clip = copy.deepcopy(vit_clip)
+    image = fl.lock(clip, 1, tower="image")
+    text = fl.lock(clip, 0, tower="text")
+    replayed = copy.deepcopy(vit_clip)
+    fl.apply(replayed, fl.Plan.from_yaml((image + text).to_yaml()))
     assert frozen_params(replayed) == frozen_params(clip)

@@ -60,8 +60,8 @@ def test_both_frameworks_see_the_same_leaves_and_groups():
 @pytest.mark.parametrize("plan", list(PLANS))
 def test_same_plan_freezes_the_same_names(plan):
     torch_net, eqx_model = Net(), eqx_net()
-    torch_frozen = PLANS[plan].mask_on(torch_net).frozen_names()
-    eqx_frozen = PLANS[plan].mask_on(eqx_model).frozen_names()
+    torch_frozen = fl.mask(torch_net, PLANS[plan]).frozen_names()
+    eqx_frozen = fl.mask(eqx_model, PLANS[plan]).frozen_names()
     assert torch_frozen == eqx_frozen
 
 
@@ -69,7 +69,7 @@ def test_same_plan_freezes_the_same_names(plan):
 def test_lock_gives_requires_grad_and_filter_spec_that_agree(k):
     torch_net, eqx_model = Net(), eqx_net()
     fl.lock(torch_net, k)
-    spec = fl.lock(eqx_model, k).mask(eqx_model)
+    spec = fl.filter_spec(eqx_model, fl.lock(eqx_model, k))
     trainable, _ = fl.partition(eqx_model, fl.Plan.lock(k))
     expected = sorted(n for n, p in torch_net.named_parameters() if p.requires_grad)
     assert sorted(arrays_by_name(trainable)) == expected

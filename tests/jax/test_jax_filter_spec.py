@@ -1,4 +1,4 @@
-"""``plan.mask(model)`` is the Equinox filter spec of the four freezing patterns of the guide."""
+"""``fl.filter_spec(model, plan)`` is the Equinox filter spec of the four freezing patterns of the guide."""
 
 from __future__ import annotations
 
@@ -54,14 +54,14 @@ MODES = {
 def test_plan_mask_agrees_with_the_guide_on_every_array_leaf(mode):
     model = eqx_net()
     reference, plan = MODES[mode]
-    ours = plan.mask(model)
+    ours = fl.filter_spec(model, plan)
     assert trainable_arrays(model, ours) == trainable_arrays(model, reference(model))
     assert trainable_arrays(model, ours) != set(fl.view(model).names)
 
 
 def test_filter_spec_has_the_model_structure_and_false_for_non_arrays():
     model = eqx_net()
-    spec = fl.Plan().freeze("name:bias").mask(model)
+    spec = fl.filter_spec(model, fl.Plan().freeze("name:bias"))
     assert jax.tree_util.tree_structure(spec) == jax.tree_util.tree_structure(model)
     assert spec.A.activation is False
     assert spec.A.layers[0].weight is True and spec.A.layers[0].bias is False
@@ -70,7 +70,7 @@ def test_filter_spec_has_the_model_structure_and_false_for_non_arrays():
 def test_same_names_as_by_name_filter_directly():
     model = eqx_net()
     reference = filter_by_name(model, ("bias",))
-    ours = fl.Plan().freeze("name:bias").mask(model)
+    ours = fl.filter_spec(model, fl.Plan().freeze("name:bias"))
     pairs = zip(jax.tree_util.tree_leaves(model), jax.tree_util.tree_leaves(reference),
                 jax.tree_util.tree_leaves(ours))
     assert all(ref == mine for leaf, ref, mine in pairs if eqx.is_array(leaf))
@@ -78,4 +78,4 @@ def test_same_names_as_by_name_filter_directly():
 
 def test_selector_typo_is_an_error_not_an_empty_freeze():
     with pytest.raises(fl.SelectorError, match="closest: 'class:MLP'"):
-        fl.Plan().freeze("class:MLPP").mask(eqx_net())
+        fl.filter_spec(eqx_net(), fl.Plan().freeze("class:MLPP"))

@@ -55,14 +55,14 @@ def test_lock_returns_the_plan_and_leaves_the_model_unchanged():
     plan = fl.lock(model, unlocked_groups=2)
     assert isinstance(plan, fl.Plan)
     assert all(a is b for a, b in zip(jax.tree_util.tree_leaves(model), before))
-    assert set(plan.mask_on(model).trainable_names()) == {
+    assert set(fl.mask(model, plan).trainable_names()) == {
         n for g in list(fl.groups(model))[-2:] for n in g.leaf_names}
 
 
 def test_lock_with_explicit_groups():
     model = eqx_net()
     plan = fl.lock(model, 1, spec=["stem | A", "layers", "head"])
-    trainable = plan.mask_on(model, spec=["stem | A", "layers", "head"]).trainable_names()
+    trainable = fl.mask(model, plan, fl.Grouping(spec=["stem | A", "layers", "head"])).trainable_names()
     assert trainable == ["head.weight", "head.bias"]
 
 

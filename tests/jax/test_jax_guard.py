@@ -49,7 +49,7 @@ def test_zeroed_full_gradients_with_weight_decay_fail_naming_every_frozen_leaf()
     model = eqx_net()
     plan = fl.Plan.lock(2)
     snap = fl.snapshot(model, plan)
-    frozen = plan.mask_on(model).frozen_names()
+    frozen = fl.mask(model, plan).frozen_names()
     with pytest.raises(fl.GuardError, match=f"{len(frozen)} frozen leaves moved") as info:
         snap.check(train_zeroed_full_gradients(model, plan))
     assert all(name in str(info.value) for name in frozen)

@@ -38,7 +38,7 @@ def train(model, wrt, steps=3):
 def test_optimizer_with_the_filter_leaves_frozen_params_bit_identical():
     model = NnxNet()
     plan = fl.Plan.lock(2)
-    mask = plan.mask_on(model)
+    mask = fl.mask(model, plan)
     before = arrays(model)
     train(model, fl.nnx_filter(model, plan))
     after = arrays(model)
@@ -55,7 +55,7 @@ def test_gradients_and_optimizer_state_cover_the_trainable_params_only():
     plan = fl.Plan.lock(1)
     wrt = fl.nnx_filter(model, plan)
     optimizer, grads = train(model, wrt, steps=1)
-    trainable = set(plan.mask_on(model).trainable_names())
+    trainable = set(fl.mask(model, plan).trainable_names())
     grad_names = {".".join(map(str, p)) for p, _ in nnx.to_flat_state(grads)}
     assert grad_names == trainable
     mu = optimizer.opt_state[0].mu
@@ -64,7 +64,7 @@ def test_gradients_and_optimizer_state_cover_the_trainable_params_only():
 
 def test_plan_mask_of_an_nnx_module_is_the_filter_and_never_selects_buffers():
     model = NnxNet()
-    wrt = fl.Plan().mask(model)
+    wrt = fl.filter_spec(model, fl.Plan())
     selected = {".".join(map(str, p)) for p, _ in nnx.to_flat_state(nnx.state(model, wrt))}
     assert selected == {leaf.name for leaf in fl.view(model).params()}
     assert hash(wrt) == hash(fl.nnx_filter(model))

@@ -19,7 +19,7 @@ def loss_fn(model, x, y):
 
 def test_an_equinox_label_tree_would_be_called_by_optax():
     model = eqx_net()
-    spec = fl.Plan.lock(1).mask(model)
+    spec = fl.filter_spec(model, fl.Plan.lock(1))
     labels = jax.tree_util.tree_map(lambda t: "trainable" if t else "frozen", spec)
     tx = optax.multi_transform({"trainable": optax.adam(1e-3), "frozen": optax.set_to_zero()},
                                labels)
@@ -49,7 +49,7 @@ def test_multi_transform_with_frostline_labels_keeps_frozen_leaves_under_weight_
     updates, _ = tx.update(grads, state, params)
     trained = eqx.apply_updates(model, updates)
     before, after = arrays_by_name(model), arrays_by_name(trained)
-    mask = plan.mask_on(model)
+    mask = fl.mask(model, plan)
     assert all(np.array_equal(before[n], after[n]) for n in mask.frozen_names())
     assert all(not np.array_equal(before[n], after[n]) for n in mask.trainable_names())
 
@@ -58,7 +58,7 @@ def test_optax_mask_matches_the_filter_spec():
     model = eqx_net()
     plan = fl.Plan().freeze("name:bias")
     mask = fl.optax_mask(model, plan)(model)
-    spec = plan.mask(model)
+    spec = fl.filter_spec(model, plan)
     assert jax.tree_util.tree_leaves(mask) == jax.tree_util.tree_leaves(spec)
 
 
@@ -79,7 +79,7 @@ def test_optax_freeze_adapter_inverts_to_true_is_frozen():
     grads = jax.tree_util.tree_map(jnp.ones_like, params)
     updates, _ = tx.update(grads, tx.init(params), params)
     moved = {n for n, u in arrays_by_name(updates).items() if np.any(u != 0)}
-    assert moved == set(plan.mask_on(params).trainable_names())
+    assert moved == set(fl.mask(params, plan).trainable_names())
 
 
 def test_layer_decay_scales_each_group_from_the_head_down():
@@ -100,7 +100,7 @@ def test_layer_decay_transform_applies_the_scaled_rates():
     grads = eqx.filter_grad(lambda t: loss_fn(fl.combine(t, frozen), *batch()))(trainable)
     updates, _ = tx.update(grads, tx.init(trainable), trainable)
     g, u = arrays_by_name(grads), arrays_by_name(updates)
-    assert set(u) == set(plan.mask_on(model).trainable_names())
+    assert set(u) == set(fl.mask(model, plan).trainable_names())
     np.testing.assert_allclose(u["layers.2.fc1.weight"], -0.05 * g["layers.2.fc1.weight"],
                                rtol=1e-6)
     np.testing.assert_allclose(u["head.weight"], -0.1 * g["head.weight"], rtol=1e-6)

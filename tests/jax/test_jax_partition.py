@@ -43,7 +43,7 @@ def test_partition_equals_eqx_partition_with_the_plan_mask():
     model = eqx_net()
     plan = fl.Plan.lock(2)
     ours = fl.partition(model, plan)
-    theirs = eqx.partition(model, plan.mask(model))
+    theirs = eqx.partition(model, fl.filter_spec(model, plan))
     assert jax.tree_util.tree_structure(ours) == jax.tree_util.tree_structure(theirs)
     assert all(a is b for a, b in zip(jax.tree_util.tree_leaves(ours),
                                       jax.tree_util.tree_leaves(theirs)))
@@ -53,7 +53,7 @@ def test_training_leaves_frozen_leaves_bit_identical_and_moves_trainable_ones():
     model = eqx_net()
     plan = fl.Plan.lock(2)
     trained, _, _ = train(model, plan)
-    mask = plan.mask_on(model)
+    mask = fl.mask(model, plan)
     before, after = arrays_by_name(model), arrays_by_name(trained)
     frozen = mask.frozen_names()
     assert frozen and all(np.array_equal(before[n], after[n]) for n in frozen)
@@ -64,7 +64,7 @@ def test_gradients_and_optimizer_state_exist_for_the_trainable_part_only():
     model = eqx_net()
     plan = fl.Plan.lock(1)
     _, grads, opt_state = train(model, plan, steps=1)
-    trainable = set(plan.mask_on(model).trainable_names())
+    trainable = set(fl.mask(model, plan).trainable_names())
     assert array_names(grads) == trainable
     assert array_names(opt_state[0].mu) == trainable
 
@@ -108,7 +108,7 @@ def test_partition_without_plan_makes_every_array_trainable():
 
 def test_partition_accepts_a_ready_mask_and_refuses_a_foreign_one():
     model = eqx_net()
-    mask = fl.Plan().freeze("name:bias").mask_on(model)
+    mask = fl.mask(model, fl.Plan().freeze("name:bias"))
     trainable, _ = fl.partition(model, mask)
     assert array_names(trainable) == set(mask.trainable_names())
     with pytest.raises(fl.PlanError, match="does not fit this model"):

@@ -68,8 +68,8 @@ def run(make_tx):
     final, _ = train(step, trainable, frozen, after)
     return dict(model=model, tx=tx, step=step, before=before, at_thaw=at_thaw, after=after,
                 trainable=trainable, frozen=frozen, final=fl.combine(final, frozen),
-                old=set(SCHEDULE.plan_at(0, n).mask_on(model).trainable_names()),
-                new=set(SCHEDULE.plan_at(1, n).mask_on(model).trainable_names()))
+                old=set(fl.mask(model, SCHEDULE.plan_at(0, n)).trainable_names()),
+                new=set(fl.mask(model, SCHEDULE.plan_at(1, n)).trainable_names()))
 
 
 @pytest.fixture(scope="module", params=[adamw, clipped_adamw], ids=["adamw", "chain"])
@@ -149,11 +149,11 @@ def test_refreezing_drops_the_state_and_a_later_thaw_starts_fresh():
     trainable, state = train(step, trainable, frozen, tx.init(trainable), steps=2)
     trainable, frozen, refrozen = fl.thaw(fl.combine(trainable, frozen), fl.Plan.lock(1), tx,
                                           state)
-    head = set(fl.Plan.lock(1).mask_on(model).trainable_names())
+    head = set(fl.mask(model, fl.Plan.lock(1)).trainable_names())
     assert set(arrays_by_name(adam_state(refrozen).mu)) == head
     _, _, rethawed = fl.thaw(fl.combine(trainable, frozen), fl.Plan.lock(2), tx, refrozen)
     mu = arrays_by_name(adam_state(rethawed).mu)
-    assert set(mu) == set(fl.Plan.lock(2).mask_on(model).trainable_names())
+    assert set(mu) == set(fl.mask(model, fl.Plan.lock(2)).trainable_names())
     assert all(np.any(mu[n]) for n in head)
     assert all(not np.any(mu[n]) for n in set(mu) - head)
 

@@ -112,7 +112,7 @@ def test_combine_inside_jit_rebuilds_the_sharded_model(mesh):
 
 def test_sharded_training_keeps_frozen_arrays_bit_identical_and_in_place(sharded_run):
     model, trained, _ = sharded_run
-    mask = PLAN.mask_on(model)
+    mask = fl.mask(model, PLAN)
     before, after = arrays(model), arrays(trained)
     frozen_keys = [k for k in before if k in arrays(fl.partition(model, PLAN)[1])]
     trainable_keys = [k for k in before if k not in frozen_keys]

@@ -51,7 +51,7 @@ def train(model: nn.Module, opt: torch.optim.Optimizer, rank: int) -> None:
 
 def ddp(rank: int, out: str, report: dict) -> None:
     model = build(seed=rank)  # different on each rank: DDP broadcasts rank 0's weights
-    PLAN.apply(model)
+    fl.apply(model, PLAN)
     wrapped = nn.parallel.DistributedDataParallel(model)
     fl.check_ddp(wrapped)
     save_file(full_state(wrapped), os.path.join(out, f"rank{rank}.before.safetensors"))
@@ -64,10 +64,10 @@ def ddp(rank: int, out: str, report: dict) -> None:
 
 def ddp_changed_after_wrap(rank: int, out: str, report: dict) -> None:
     model = build(seed=0)
-    PLAN.apply(model)
+    fl.apply(model, PLAN)
     wrapped = nn.parallel.DistributedDataParallel(model)
     try:
-        fl.Plan().freeze("**").unfreeze("module.head").apply(wrapped)
+        fl.apply(wrapped, fl.Plan().freeze("**").unfreeze("head"))
     except fl.PlanError as exc:
         report["plan_error"] = str(exc)
     report["requires_grad_after_refused_plan"] = {
@@ -91,14 +91,14 @@ def ddp_changed_after_wrap(rank: int, out: str, report: dict) -> None:
 
 def ddp_rewrap(rank: int, out: str, report: dict) -> None:
     model = build(seed=rank)
-    PLAN.apply(model)
+    fl.apply(model, PLAN)
     wrapped = nn.parallel.DistributedDataParallel(model)
     opt = torch.optim.AdamW(fl.trainable_parameters(wrapped), lr=1e-2)
     train(wrapped, opt, rank)
     save_file(full_state(wrapped), os.path.join(out, f"rank{rank}.before.safetensors"))
     # Gradual unfreezing: thaw on the bare model, wrap again, give the optimizer the new ones.
     thawed = PLAN.unfreeze("stem")
-    thawed.apply(model)
+    fl.apply(model, thawed)
     wrapped = nn.parallel.DistributedDataParallel(model)
     fl.check_ddp(wrapped)
     opt.add_param_group({"params": [model.stem.weight, model.stem.bias]})
@@ -113,7 +113,7 @@ def fsdp2(rank: int, out: str, report: dict) -> None:
 
     mesh = init_device_mesh("cpu", (2,))
     model = build(seed=0)
-    PLAN.apply(model)  # freeze before sharding: fully_shard keeps requires_grad per parameter
+    fl.apply(model, PLAN)  # freeze before sharding: fully_shard keeps requires_grad per parameter
     fully_shard(model.body, mesh=mesh)
     fully_shard(model.head, mesh=mesh)
     fully_shard(model, mesh=mesh)

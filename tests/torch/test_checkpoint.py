@@ -54,7 +54,7 @@ LAST_TWO = fl.Plan().freeze("**").unfreeze("3 | 4 | 7")
 
 def test_file_holds_trainable_params_and_updating_bn_stats_only(tmp_path):
     model = _conv_net()
-    LAST_TWO.apply(model)
+    fl.apply(model, LAST_TWO)
     fl.save_trainable(model, tmp_path / "ck.safetensors")
     keys, _ = _stored(tmp_path / "ck.safetensors")
     assert keys == {"3.weight", "3.bias", "4.weight", "4.bias", "7.weight", "7.bias",
@@ -64,7 +64,7 @@ def test_file_holds_trainable_params_and_updating_bn_stats_only(tmp_path):
 
 def test_frozen_bn_stats_are_not_stored(tmp_path):
     model = _conv_net()
-    LAST_TWO.with_bn(freeze_bn_stats=True).apply(model)
+    fl.apply(model, LAST_TWO.with_bn(freeze_bn_stats=True))
     fl.save_trainable(model, tmp_path / "ck.safetensors")
     keys, _ = _stored(tmp_path / "ck.safetensors")
     assert not {"1.running_mean", "1.running_var", "1.num_batches_tracked"} & keys
@@ -73,7 +73,7 @@ def test_frozen_bn_stats_are_not_stored(tmp_path):
 
 def test_metadata_is_json_with_plan_state_and_base(tmp_path):
     model = _conv_net()
-    LAST_TWO.apply(model)
+    fl.apply(model, LAST_TWO)
     fl.save_trainable(model, tmp_path / "ck.safetensors")
     _, meta = _stored(tmp_path / "ck.safetensors")
     assert fl.Plan.from_dict(json.loads(meta["frostline.plan"])) == LAST_TWO
@@ -87,7 +87,7 @@ def test_metadata_is_json_with_plan_state_and_base(tmp_path):
 def test_reload_after_training_restores_outputs_bit_identically(tmp_path):
     model = _conv_net()
     plan = LAST_TWO.with_bn(freeze_bn_stats=True)
-    plan.apply(model)
+    fl.apply(model, plan)
     _train(model)
     fl.save_trainable(model, tmp_path / "ck.safetensors")
     fresh = _conv_net()
@@ -118,7 +118,7 @@ def test_requires_grad_state_is_restored_without_a_plan(tmp_path):
 
 def test_base_with_other_shapes_is_refused_naming_the_tensors(tmp_path):
     model = _conv_net()
-    LAST_TWO.apply(model)
+    fl.apply(model, LAST_TWO)
     fl.save_trainable(model, tmp_path / "ck.safetensors")
     other = _conv_net()
     other[0] = nn.Conv2d(3, 4, 5)
@@ -129,7 +129,7 @@ def test_base_with_other_shapes_is_refused_naming_the_tensors(tmp_path):
 
 def test_base_with_other_names_is_refused_naming_missing_and_extra(tmp_path):
     model = _conv_net()
-    LAST_TWO.apply(model)
+    fl.apply(model, LAST_TWO)
     fl.save_trainable(model, tmp_path / "ck.safetensors")
     other = nn.Sequential(*list(_conv_net())[:-1])
     other.add_module("extra", nn.Linear(2, 2))
@@ -140,7 +140,7 @@ def test_base_with_other_names_is_refused_naming_missing_and_extra(tmp_path):
 
 def test_base_with_other_dtype_is_refused(tmp_path):
     model = _conv_net()
-    LAST_TWO.apply(model)
+    fl.apply(model, LAST_TWO)
     fl.save_trainable(model, tmp_path / "ck.safetensors")
     with pytest.raises(fl.CheckpointError, match=r"float32 \(4, 3, 3, 3\) -> param float64"):
         fl.load_trainable(_conv_net().double(), tmp_path / "ck.safetensors")
@@ -148,7 +148,7 @@ def test_base_with_other_dtype_is_refused(tmp_path):
 
 def test_other_frozen_weights_are_refused_and_the_model_is_untouched(tmp_path):
     model = _conv_net()
-    LAST_TWO.apply(model)
+    fl.apply(model, LAST_TWO)
     _train(model)
     fl.save_trainable(model, tmp_path / "ck.safetensors")
     other = _conv_net(seed=5)
@@ -164,7 +164,7 @@ def test_other_frozen_weights_are_refused_and_the_model_is_untouched(tmp_path):
 
 def test_check_base_false_loads_onto_other_frozen_weights(tmp_path):
     model = _conv_net()
-    LAST_TWO.apply(model)
+    fl.apply(model, LAST_TWO)
     _train(model)
     fl.save_trainable(model, tmp_path / "ck.safetensors")
     other = _conv_net(seed=5)
@@ -178,7 +178,7 @@ def test_crash_mid_write_leaves_previous_file_intact(tmp_path, monkeypatch):
     import safetensors.torch
 
     model = _conv_net()
-    LAST_TWO.apply(model)
+    fl.apply(model, LAST_TWO)
     target = tmp_path / "ck.safetensors"
     fl.save_trainable(model, target)
     previous = target.read_bytes()
@@ -198,7 +198,7 @@ def test_crash_mid_write_leaves_previous_file_intact(tmp_path, monkeypatch):
 
 def test_crash_before_rename_leaves_previous_file_intact(tmp_path, monkeypatch):
     model = _conv_net()
-    LAST_TWO.apply(model)
+    fl.apply(model, LAST_TWO)
     target = tmp_path / "ck.safetensors"
     fl.save_trainable(model, target)
     previous = target.read_bytes()
@@ -248,7 +248,7 @@ def test_damaged_metadata_is_refused_before_the_model_is_touched(tmp_path, key, 
     from safetensors.torch import save_file
 
     model = _conv_net()
-    LAST_TWO.apply(model)
+    fl.apply(model, LAST_TWO)
     fl.save_trainable(model, tmp_path / "ck.safetensors")
     keys, meta = _stored(tmp_path / "ck.safetensors")
     with safe_open(os.fspath(tmp_path / "ck.safetensors"), framework="pt") as handle:
@@ -269,7 +269,7 @@ def test_missing_file_is_a_checkpoint_error(tmp_path):
 
 def test_plan_passed_in_that_disagrees_with_requires_grad_is_refused(tmp_path):
     model = _conv_net()
-    LAST_TWO.apply(model)
+    fl.apply(model, LAST_TWO)
     model[0].weight.requires_grad_(True)
     with pytest.raises(fl.CheckpointError, match=r"'0\.weight' is frozen under the plan, "
                        r"requires_grad=True.*plan=False"):
@@ -279,7 +279,7 @@ def test_plan_passed_in_that_disagrees_with_requires_grad_is_refused(tmp_path):
 
 def test_remembered_plan_outdated_by_hand_saves_the_state_with_a_warning(tmp_path):
     model = _conv_net()
-    LAST_TWO.apply(model)
+    fl.apply(model, LAST_TWO)
     model[0].weight.requires_grad_(True)
     with pytest.warns(UserWarning, match=r"'0\.weight' is frozen under the plan.*records the "
                       r"requires_grad state without the plan"):
@@ -293,7 +293,7 @@ def test_remembered_plan_outdated_by_hand_saves_the_state_with_a_warning(tmp_pat
 def test_predicate_plan_passed_in_is_refused_and_plan_false_stores_state(tmp_path):
     model = _conv_net()
     plan = fl.Plan().freeze(fl.where(lambda leaf: leaf.name.startswith("0."), "first"))
-    plan.apply(model)
+    fl.apply(model, plan)
     with pytest.raises(fl.CheckpointError, match=r"<where first>.*plan=False"):
         fl.save_trainable(model, tmp_path / "ck.safetensors", plan=plan)
     info = fl.save_trainable(model, tmp_path / "ck.safetensors", plan=False)
@@ -302,7 +302,7 @@ def test_predicate_plan_passed_in_is_refused_and_plan_false_stores_state(tmp_pat
 
 def test_remembered_predicate_plan_saves_the_state_with_a_warning(tmp_path):
     model = _conv_net()
-    fl.Plan().freeze(fl.where(lambda leaf: leaf.name.startswith("0."), "first")).apply(model)
+    fl.apply(model, fl.Plan().freeze(fl.where(lambda leaf: leaf.name.startswith("0."), "first")))
     with pytest.warns(UserWarning, match=r"<where first> is a Python predicate"):
         info = fl.save_trainable(model, tmp_path / "ck.safetensors")
     assert info.plan is None and "0.weight" not in info.tensors
@@ -316,7 +316,7 @@ def test_plan_applied_with_group_options_carries_them_into_the_checkpoint(tmp_pa
     spec = ["0", "1 | 2 | 3"]
     model = net()
     plan = fl.lock(model, 1, spec=spec)
-    assert plan.group_options == {"spec": tuple(spec)}
+    assert plan.grouping.options() == {"spec": tuple(spec)}
     info = fl.save_trainable(model, tmp_path / "ck.safetensors")
     assert info.plan == plan and info.tensors[0] == "1.weight"
     fresh = net()
@@ -332,7 +332,7 @@ def test_shared_weight_is_stored_once_and_restored_under_both_names(tmp_path):
         return net
 
     model = tied(0)
-    fl.Plan().freeze("1").apply(model)
+    fl.apply(model, fl.Plan().freeze("1"))
     with torch.no_grad():
         model[0].weight.add_(1.0)
     fl.save_trainable(model, tmp_path / "ck.safetensors")
@@ -346,7 +346,7 @@ def test_shared_weight_is_stored_once_and_restored_under_both_names(tmp_path):
 
 def test_non_strict_load_skips_tensors_the_model_lacks(tmp_path):
     model = _conv_net()
-    fl.Plan().freeze("0 | 1 | 3 | 4").apply(model)
+    fl.apply(model, fl.Plan().freeze("0 | 1 | 3 | 4"))
     fl.save_trainable(model, tmp_path / "ck.safetensors", plan=False)
     smaller = nn.Sequential(*list(_conv_net())[:-1])
     with pytest.raises(fl.CheckpointError, match=r"does not have \('7\.bias', '7\.weight'\)"):
@@ -358,7 +358,7 @@ def test_non_strict_load_skips_tensors_the_model_lacks(tmp_path):
 
 def test_compiled_model_saves_and_loads_under_the_plain_names(tmp_path):
     model = _conv_net()
-    LAST_TWO.apply(model)
+    fl.apply(model, LAST_TWO)
     _train(model)
     info = fl.save_trainable(torch.compile(model), tmp_path / "ck.safetensors")
     assert "7.weight" in info.tensors

@@ -81,7 +81,7 @@ def _tensors(out: pathlib.Path, rank: int, when: str) -> dict[str, torch.Tensor]
 
 def _trainable_names() -> set[str]:
     model = _dist_worker.build(0)
-    _dist_worker.PLAN.apply(model)
+    fl.apply(model, _dist_worker.PLAN)
     return {n for n, p in model.named_parameters() if p.requires_grad}
 
 

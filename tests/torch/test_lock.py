@@ -95,7 +95,7 @@ def test_lock_returns_the_plan_it_applied():
     model = HandWritten()
     plan = fl.lock(model, unlocked_groups=2, freeze_bn_stats=True)
     assert plan == fl.Plan.lock(2, freeze_bn_stats=True)
-    assert plan.mask(model) == {n: p.requires_grad for n, p in model.named_parameters()}
+    assert fl.filter_spec(model, plan) == {n: p.requires_grad for n, p in model.named_parameters()}
 
 
 def test_timm_models_use_their_group_matcher_fine_by_default():
@@ -158,7 +158,7 @@ def test_groups_partition_the_parameters_from_input_to_output(make):
 def test_explain_says_which_rule_decided_each_parameter():
     model = HandWritten(depth=2)
     plan = fl.Plan().freeze("**").unfreeze("group:-1:").freeze("name:bias")
-    explanation = plan.explain(model)
+    explanation = fl.explain(model, plan)
     rows = {row.name: row for row in explanation.rows}
     assert set(rows) == {n for n, _ in model.named_parameters()}
     assert rows["head.weight"].decided_by == "rule 1: unfreeze group:-1:"
@@ -174,7 +174,7 @@ def test_a_typo_on_a_real_model_names_the_closest_modules():
     model = resnet()
     with pytest.raises(fl.SelectorError, match=r"'layr4\.\*' matches nothing \(closest: "
                                                r"'layer4\.\*'"):
-        fl.Plan().freeze("layr4.*").apply(model)
+        fl.apply(model, fl.Plan().freeze("layr4.*"))
     assert trainable_names(model) == {n for n, _ in model.named_parameters()}
 
 
@@ -190,16 +190,16 @@ def test_group_named_like_an_index_survives_a_yaml_round_trip():
     found = fl.groups(model)
     assert found.names == ["stem", "2", "3"]  # the group named "2" is group 1
     plan = fl.Plan().freeze("**").unfreeze(fl.group("2"))
-    fl.Plan.from_yaml(plan.to_yaml()).apply(model)
+    fl.apply(model, fl.Plan.from_yaml(plan.to_yaml()))
     assert trainable_names(model) == {"2.weight", "2.bias"}
 
 
 def test_a_coarse_lock_replays_on_a_fresh_model_from_its_saved_plan():
     model = resnet()
     plan = fl.lock(model, unlocked_groups=2, coarse=True)
-    assert plan.group_options == {"coarse": True}
+    assert plan.grouping.options() == {"coarse": True}
     fresh = resnet()
-    fl.Plan.from_yaml(plan.to_yaml()).apply(fresh)
+    fl.apply(fresh, fl.Plan.from_yaml(plan.to_yaml()))
     assert {n: p.requires_grad for n, p in fresh.named_parameters()} == {
         n: p.requires_grad for n, p in model.named_parameters()}
     assert fresh.layer4[0].conv1.weight.requires_grad  # coarse: all of layer4 thaws

@@ -59,7 +59,7 @@ def test_bad_plan_file_is_refused_before_the_model_is_touched(tmp_path, text, me
     target = tmp_path / "plan.yaml"
     target.write_text(text)
     with pytest.raises(fl.PlanError, match=message):
-        fl.Plan.load(str(target)).apply(model)
+        fl.apply(model, fl.Plan.load(str(target)))
     assert _unchanged(model, before)
 
 
@@ -70,7 +70,7 @@ def test_plan_file_with_a_typo_freezes_nothing_and_names_the_closest(tmp_path):
     target.write_text("version: 1\nrules:\n  - freeze: '**'\n  - unfreeze: '4.wieght'\n")
     with pytest.raises(fl.SelectorError,
                        match=r"rule 1 \(unfreeze 4\.wieght\) matches nothing.*closest: '4\.weight'"):
-        fl.Plan.load(str(target)).apply(model)
+        fl.apply(model, fl.Plan.load(str(target)))
     assert _unchanged(model, before)
 
 
@@ -115,7 +115,7 @@ class _RootScale(nn.Module):
 
 def test_root_parameter_is_selected_by_its_own_name():
     model = _RootScale()
-    fl.Plan().freeze("scale").apply(model)
+    fl.apply(model, fl.Plan().freeze("scale"))
     assert [n for n, p in model.named_parameters() if not p.requires_grad] == ["scale"]
 
 
@@ -155,7 +155,7 @@ def test_freezing_one_path_of_a_shared_module_is_refused_and_changes_nothing():
     model = _TwoPaths()
     before = _snapshot(model)
     with pytest.raises(fl.TiedWeightError, match=r"'a\.weight' and 'b\.weight' are the same"):
-        fl.Plan().freeze("a").apply(model)
+        fl.apply(model, fl.Plan().freeze("a"))
     assert _unchanged(model, before)
 
 
@@ -185,7 +185,7 @@ def _with_int_tensors() -> nn.Sequential:
 
 def test_unfreezing_everything_leaves_integer_parameters_frozen():
     model = _with_int_tensors()
-    fl.Plan().freeze("**").unfreeze("**").apply(model)
+    fl.apply(model, fl.Plan().freeze("**").unfreeze("**"))
     assert {n: p.requires_grad for n, p in model.named_parameters()} == {
         "0.weight": True, "0.bias": True, "2.weight": True, "2.bias": True,
         "4.weight": True, "4.bias": True, "4.steps": False}
@@ -194,8 +194,8 @@ def test_unfreezing_everything_leaves_integer_parameters_frozen():
 def test_plan_mask_and_summary_count_integer_parameters_as_frozen():
     model = _with_int_tensors()
     plan = fl.Plan().unfreeze("**")
-    assert plan.mask_on(model)["4.steps"] is False
-    explained = {row.name: row for row in plan.explain(model).rows}
+    assert fl.mask(model, plan)["4.steps"] is False
+    explained = {row.name: row for row in fl.explain(model, plan).rows}
     assert explained["4.steps"].decided_by == "integer dtype: cannot train"
     floats = sum(p.numel() for p in model.parameters() if p.is_floating_point())
     assert fl.summary(model, plan).trainable == floats

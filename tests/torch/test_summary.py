@@ -84,7 +84,7 @@ def test_summary_under_a_plan_does_not_change_the_model():
     plan = fl.Plan().freeze("**").unfreeze("group:-1:")
     summary = fl.summary(model, plan)
     assert all(p.requires_grad for p in model.parameters())
-    plan.apply(model)
+    fl.apply(model, plan)
     assert (summary.trainable, summary.total) == manual_counts(model)
 
 

@@ -36,19 +36,19 @@ def test_freezing_one_path_of_a_shared_tensor_names_both_paths():
                        match=r"'transformer\.wte\.weight' and 'lm_head\.weight' are the same "
                              r"\(shared\) tensor.*'transformer\.wte\.weight' frozen \(rule 0: "
                              r"freeze name:wte\) and 'lm_head\.weight' trainable"):
-        fl.Plan().freeze("name:wte").apply(model)
+        fl.apply(model, fl.Plan().freeze("name:wte"))
     assert requires_grad(model) == before
 
 
 def test_unfreezing_one_path_after_freezing_both_is_refused_too():
     model = tiny_gpt2()
     with pytest.raises(fl.TiedWeightError, match=r"rule 1: unfreeze lm_head"):
-        fl.Plan().freeze("**").unfreeze("lm_head").apply(model)
+        fl.apply(model, fl.Plan().freeze("**").unfreeze("lm_head"))
 
 
 def test_a_plan_that_selects_both_paths_applies():
     model = tiny_gpt2()
-    fl.Plan().freeze("name:wte | lm_head").apply(model)
+    fl.apply(model, fl.Plan().freeze("name:wte | lm_head"))
     assert not model.lm_head.weight.requires_grad
     assert model.transformer.h[0].attn.c_attn.weight.requires_grad
 
@@ -60,9 +60,11 @@ def test_tied_error_is_a_plan_error():
 def test_shared_tensor_lives_in_one_group_and_lock_is_consistent():
     model = tiny_gpt2()
     found = fl.groups(model)
-    homes = [g.name for g in found if "lm_head.weight" in g.leaf_names]
+    homes = [g.name for g in found if "lm_head.weight" in g.aliases]
     assert homes == ["stem"]
     assert "transformer.wte.weight" in found["stem"].leaf_names
+    listed = [n for g in found for n in g.parameter_names]
+    assert listed == [n for n, _ in model.named_parameters()]  # each tensor once, by its name
     for k in range(len(found) + 1):
         fl.lock(model, unlocked_groups=k)
         state = requires_grad(model)
@@ -73,15 +75,15 @@ def test_a_module_reached_by_two_paths_must_be_treated_alike():
     shared = nn.Linear(3, 3)
     model = nn.Sequential(shared, nn.ReLU(), shared, nn.Linear(3, 1))
     with pytest.raises(fl.TiedWeightError, match=r"'0\.weight' and '2\.weight'"):
-        fl.Plan().freeze("0").apply(model)
-    fl.Plan().freeze("0 | 2").apply(model)
+        fl.apply(model, fl.Plan().freeze("0"))
+    fl.apply(model, fl.Plan().freeze("0 | 2"))
     assert not shared.weight.requires_grad and model[3].weight.requires_grad
 
 
 def test_a_frozen_tied_weight_does_not_move_in_training():
     torch.manual_seed(0)
     model = tiny_gpt2()
-    fl.Plan().freeze("name:wte | lm_head").apply(model)
+    fl.apply(model, fl.Plan().freeze("name:wte | lm_head"))
     embedding = model.transformer.wte.weight.detach().clone()
     block = model.transformer.h[1].mlp.c_fc.weight.detach().clone()
     optimizer = torch.optim.AdamW(fl.trainable_parameters(model), lr=1e-2, weight_decay=0.1)

@@ -159,7 +159,7 @@ HAND_PLANS = {
 def test_hand_written_modules(plan, is_frozen, optimizer):
     torch.manual_seed(0)
     model = Model()
-    plan.apply(model)
+    fl.apply(model, plan)
     x, target = torch.randn(8, 6), torch.randn(8, 6)
     frozen, _, _ = train_and_check(model, lambda m: (m(x) - target).pow(2).mean(), optimizer)
     assert set(frozen) == {n for n, _ in model.named_parameters() if is_frozen(n)}

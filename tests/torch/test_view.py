@@ -87,9 +87,9 @@ def test_selectors_see_torch_classes_and_their_bases():
         pass
 
     net = nn.Sequential(nn.Linear(2, 2), MyNorm(2), nn.LayerNorm(2))
-    mask = fl.Plan().freeze("type:LayerNorm").mask_on(net)
+    mask = fl.mask(net, fl.Plan().freeze("type:LayerNorm"))
     assert mask.frozen_names() == ["1.weight", "1.bias", "2.weight", "2.bias"]
-    mask = fl.Plan().freeze(fl.module_type(nn.LayerNorm) & fl.class_name("MyNorm")).mask_on(net)
+    mask = fl.mask(net, fl.Plan().freeze(fl.module_type(nn.LayerNorm) & fl.class_name("MyNorm")))
     assert mask.frozen_names() == ["1.weight", "1.bias"]
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .._api import summary
+from .._report import Explanation, Summary
+from ..core.groups import Grouping
 from ..core.plan import FREEZE, UNFREEZE, Plan
 from ..core.recommend import SHIFTS, recommend
+from ..core.resolve import resolve
 from ._models import SPEC_HELP, load_model
 from ._output import echo, emit_json
 
@@ -19,9 +21,9 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
 
-def _group_options(args: argparse.Namespace) -> dict[str, Any]:
-    # Only options given on the command line: a loaded plan's own grouping options stay in force.
-    return {"coarse": True} if args.coarse else {}
+def _grouping(args: argparse.Namespace) -> Grouping | None:
+    # Only options given on the command line: a loaded plan's own grouping stays in force.
+    return Grouping(coarse=True) if args.coarse else None
 
 
 # --- inspect ------------------------------------------------------------------------------------
@@ -40,7 +42,7 @@ def add_inspect(commands: Any) -> None:
 def run_inspect(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     plan = Plan.lock(args.unlocked_groups) if args.unlocked_groups is not None else None
-    report = summary(model, plan, **_group_options(args))
+    report = Summary.of(resolve(model, plan, _grouping(args)))
     if args.json:
         emit_json({"model": args.model, "plan": plan.to_dict() if plan else None,
                    **report.to_dict()})
@@ -102,7 +104,7 @@ def _plan_from_args(args: argparse.Namespace) -> Plan:
     plan = Plan.lock(args.unlocked_groups) if args.unlocked_groups is not None else Plan()
     for action, selector in args.rules or []:
         plan = plan.freeze(selector) if action == FREEZE else plan.unfreeze(selector)
-    plan = plan.with_groups(**_group_options(args))
+    plan = plan.with_grouping(_grouping(args))
     return plan.with_bn(freeze_bn_stats=args.freeze_bn_stats or None,
                         train_bn=args.train_bn or None)
 
@@ -110,10 +112,10 @@ def _plan_from_args(args: argparse.Namespace) -> Plan:
 def run_plan(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     plan = _plan_from_args(args)
-    # mask_on validates: every rule matches, groups exist, tied weights agree (raises otherwise).
-    plan.mask_on(model, **_group_options(args))
-    explanation = plan.explain(model, buffers=args.buffers, **_group_options(args))
-    report = summary(model, plan, **_group_options(args))
+    # Resolving validates: every rule matches, groups exist, tied weights agree (else raises).
+    resolved = resolve(model, plan, _grouping(args))
+    explanation = Explanation.of(resolved, buffers=args.buffers)
+    report = Summary.of(resolved)
     if args.save:
         plan.save(args.save)
     if args.json:
@@ -159,8 +161,8 @@ def add_recommend(commands: Any) -> None:
 def run_recommend(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     rec = recommend(model, args.n_train, args.shift, new_head=not args.same_head,
-                    **_group_options(args))
-    report = summary(model, rec.plan, **_group_options(args))
+                    grouping=_grouping(args))
+    report = Summary.of(resolve(model, rec.plan, _grouping(args)))
     if args.save:
         rec.plan.save(args.save)
     if args.json:

@@ -9,12 +9,16 @@ a framework.
 from __future__ import annotations
 
 import importlib
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .._errors import BackendError
-from .groups import Groups
+from .groups import Grouping, Groups
 from .leaves import TreeView
 from .mask import Mask
+
+if TYPE_CHECKING:
+    from .resolve import Resolved
 
 
 class Backend(Protocol):
@@ -23,14 +27,17 @@ class Backend(Protocol):
     def handles(self, model: Any) -> bool:
         """Cheap check, importing nothing: is ``model`` one of this backend's models?"""
 
+    def unwrap(self, model: Any) -> Any:
+        """The model inside any wrappers the framework puts around it (compile, data parallel)."""
+
     def view(self, model: Any) -> TreeView:
-        """The model's ordered leaves."""
+        """The model's ordered leaves, with their current state."""
 
-    def groups(self, model: Any, view: TreeView, **options: Any) -> Groups:
-        """The model's layer groups (options: coarse, spec, example_input, ...)."""
+    def groups(self, model: Any, view: TreeView, grouping: Grouping) -> Groups:
+        """The model's layer groups, built as ``grouping`` says."""
 
-    def apply(self, model: Any, mask: Mask, plan: Any) -> Any:
-        """Make the mask true on the model (or return what the framework needs)."""
+    def apply(self, resolved: Resolved) -> Any:
+        """Make the resolved mask true on the model (or return what the framework needs)."""
 
     def native_mask(self, model: Any, mask: Mask) -> Any:
         """The mask in the framework's own form (filter spec pytree, {name: bool}, ...)."""
@@ -50,9 +57,19 @@ def _load(module_path: str) -> Backend | None:
     if module_path not in _LOADED:
         try:
             _LOADED[module_path] = importlib.import_module(module_path).BACKEND
-        except ImportError:
+        except ModuleNotFoundError as exc:
+            if not is_missing_dependency(exc, module_path):
+                raise
             _LOADED[module_path] = None
     return _LOADED[module_path]
+
+
+def is_missing_dependency(exc: ModuleNotFoundError, our_module: str) -> bool:
+    """True when ``exc`` says a third-party package is not installed; False when the missing
+    module is ``our_module`` or a part of frostline (a bug there must raise, never fall back
+    silently to another backend or to automatic groups)."""
+    missing = exc.name or ""
+    return bool(missing) and missing.split(".")[0] != "frostline" and missing != our_module
 
 
 def backend_for(model: Any) -> Backend:
@@ -76,7 +93,7 @@ def backend_for(model: Any) -> Backend:
     )
 
 
-def _probe(module_path: str):
+def _probe(module_path: str) -> Callable[[Any], bool] | None:
     """A framework-free pre-check, so a JAX model never imports the torch backend and back."""
     import sys
 

@@ -23,12 +23,12 @@ def build_groups(view: TreeView, members: Sequence[Sequence[str]], names: Sequen
                  scope: Sequence[str] = ()) -> Groups:
     """Assemble :class:`Groups` from lists of leaf names, adding aliases and module paths.
 
-    Aliases of a shared tensor join the group of its canonical name, so tied weights never
-    straddle two groups. Without ``names``, a group holding one module is named after it, else
+    Aliases of a shared tensor join the group of its canonical name (listed in
+    ``Group.aliases``, not in ``leaf_names``), so tied weights never straddle two groups.
+    Without ``names``, a group holding one module is named after it, else
     "stem" (first), "head" (last) or "group<i>". ``scope``: see :class:`Groups`.
     """
-    if names is None:
-        names = [None] * len(members)
+    given: Sequence[str | None] = names if names is not None else [None] * len(members)
     canonical = view.canonical
     by_canonical: dict[str, list[str]] = {}
     for leaf in view:
@@ -41,7 +41,7 @@ def build_groups(view: TreeView, members: Sequence[Sequence[str]], names: Sequen
     home = _canonical_homes(members, canonical)
     notes = list(notes)
     out: list[Group] = []
-    for index, (leaf_names, group_name) in enumerate(zip(members, names)):
+    for index, (leaf_names, group_name) in enumerate(zip(members, given)):
         full: dict[str, None] = {}
         for leaf_name in leaf_names:
             root = canonical.get(leaf_name, leaf_name)
@@ -55,12 +55,14 @@ def build_groups(view: TreeView, members: Sequence[Sequence[str]], names: Sequen
             continue
         ordered = tuple(sorted(full, key=lambda n: view[n].index if n in view else 0))
         modules = minimal_modules(ordered, owner_paths, module_leaves)
+        own = tuple(n for n in ordered if canonical.get(n, n) == n)
         out.append(Group(
             name=group_name or _derived_name(modules, index, len(members)),
             index=len(out),
-            leaf_names=ordered,
+            leaf_names=own,
             modules=modules,
-            parameter_names=tuple(n for n in ordered if n in view and view[n].kind == PARAM),
+            parameter_names=tuple(n for n in own if n in view and view[n].kind == PARAM),
+            aliases=tuple(n for n in ordered if canonical.get(n, n) != n),
         ))
     return Groups(tuple(out), source=source, notes=tuple(notes), unmatched=tuple(unmatched),
                   scope=tuple(scope))

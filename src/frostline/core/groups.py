@@ -6,11 +6,12 @@ layer-wise decay, unfreezing schedules, reports and the sweep.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
+from typing import Any
 
-from .._errors import GroupError
+from .._errors import GroupError, PlanError
 
 
 @dataclass(frozen=True)
@@ -21,8 +22,12 @@ class Group:
         name: readable name ("stem", "layer4.1", "head", ...).
         index: position from the input (0) to the head (n-1).
         leaf_names: dotted names of the parameters and buffers in the group, in model order.
+        leaf_names: dotted names of the parameters and buffers in the group, in model order,
+            each tensor once under the name ``named_parameters()`` / ``named_buffers()`` gives it.
         modules: the smallest set of module paths that holds exactly the group's leaves.
         parameter_names: the parameters among ``leaf_names``, as ``named_parameters()`` prints them.
+        aliases: the other names of shared tensors of this group (a module reachable by two
+            paths), reported beside the canonical names, never in place of them.
     """
 
     name: str
@@ -30,6 +35,7 @@ class Group:
     leaf_names: tuple[str, ...]
     modules: tuple[str, ...] = ()
     parameter_names: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -79,10 +85,11 @@ class Groups:
 
     @cached_property
     def _leaf_to_group(self) -> dict[str, int]:
-        return {name: group.index for group in self.groups for name in group.leaf_names}
+        return {name: group.index for group in self.groups
+                for name in (*group.leaf_names, *group.aliases)}
 
     def index_of(self, leaf_name: str) -> int | None:
-        """The group index of a leaf, or None when it is in no group."""
+        """The group index of a leaf (or of an alias of a shared tensor), or None."""
         return self._leaf_to_group.get(leaf_name)
 
     def normalize(self, index: int) -> int:
@@ -128,3 +135,124 @@ def minimal_modules(leaf_names: Sequence[str], owner_paths: dict[str, str],
             best = name
         out.setdefault(best, None)
     return tuple(out)
+
+
+_FLAGS = ("coarse", "auto", "head_group")
+_NAME_LISTS = ("spec", "names")
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """How to build a model's layer groups: one value, carried by plans and passed explicitly.
+
+    Every field defaults to ``None`` ("not set"), so a grouping given when a plan is applied
+    can override some fields of the plan's own grouping and keep the others (:meth:`over`).
+
+    Attributes:
+        coarse: coarser groups where the model's own grouping offers them (timm).
+        auto: ignore the model's own grouping and family rules; detect stem / blocks / head.
+        head_group: OpenCLIP timm towers: the projection head as the top group.
+        tower: ``"image"`` / ``"text"`` for a CLIP model, or any module path: the groups of that
+            part only, named from the root.
+        spec: explicit groups, one selector (string or :class:`Selector`) per group, input first.
+        names: names for the explicit groups.
+        example_input: an input traced (on the meta device) to order automatic groups by
+            execution; never stored in a plan file and ignored by ``==``.
+
+    Example:
+        >>> g = Grouping(coarse=True).over(Grouping(tower="image", coarse=False))
+        >>> g.coarse, g.tower, g.options()
+        (True, 'image', {'coarse': True, 'tower': 'image'})
+        >>> Grouping.from_dict(g.to_dict()) == g
+        True
+    """
+
+    coarse: bool | None = None
+    auto: bool | None = None
+    head_group: bool | None = None
+    tower: str | None = None
+    spec: tuple[Any, ...] | None = None
+    names: tuple[str, ...] | None = None
+    example_input: Any = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for key in _FLAGS:
+            value = getattr(self, key)
+            if value is not None and type(value) is not bool:
+                raise PlanError(f"grouping option {key!r} must be true or false, got {value!r}.")
+        if self.tower is not None and (not isinstance(self.tower, str) or not self.tower):
+            raise PlanError(f"grouping option 'tower' must be a module path or 'image'/'text', "
+                            f"got {self.tower!r}.")
+        for key in _NAME_LISTS:
+            value = getattr(self, key)
+            if value is None:
+                continue
+            if isinstance(value, str) or not isinstance(value, (list, tuple)):
+                raise PlanError(f"grouping option {key!r} must be a list, got {value!r}.")
+            if key == "names" and not all(isinstance(item, str) for item in value):
+                raise PlanError(f"grouping option 'names' must be a list of strings, got {value!r}.")
+            object.__setattr__(self, key, tuple(value))
+
+    def over(self, base: Grouping) -> Grouping:
+        """This grouping's fields where set, else those of ``base``."""
+        merged = {f.name: getattr(self, f.name) if getattr(self, f.name) is not None
+                  else getattr(base, f.name) for f in fields(self)}
+        return Grouping(**merged)
+
+    def options(self) -> dict[str, Any]:
+        """The fields that are set, as keyword arguments for a backend's group builder."""
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if getattr(self, f.name) is not None}
+
+    def without_input(self) -> Grouping:
+        return replace(self, example_input=None)
+
+    @property
+    def is_default(self) -> bool:
+        return not self.options()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The storable fields (selectors as strings; no example input).
+
+        Raises:
+            PlanError: a ``spec`` entry is a Python predicate, which cannot be written to a file.
+        """
+        out: dict[str, Any] = {}
+        for key, value in self.options().items():
+            if key == "example_input":
+                continue
+            if key == "spec":
+                value = [_selector_text(item) for item in value]
+            elif key == "names":
+                value = list(value)
+            out[key] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Grouping:
+        """Read the ``groups:`` mapping of a plan file, refusing unknown keys."""
+        if not isinstance(data, Mapping):
+            raise PlanError(
+                f"'groups' must be a mapping of grouping options, got {type(data).__name__}.")
+        known = [f.name for f in fields(cls) if f.name != "example_input"]
+        unknown = sorted(set(map(str, data)) - set(known))
+        if unknown:
+            raise PlanError(
+                f"unknown grouping option(s) {unknown} for a plan; known: {sorted(known)} "
+                "(an example_input cannot be stored: pass it when applying the plan)."
+            )
+        spec = data.get("spec")
+        if spec is not None and (isinstance(spec, str) or not isinstance(spec, (list, tuple))
+                                 or not all(isinstance(item, str) for item in spec)):
+            raise PlanError(f"grouping option 'spec' must be a list of strings, got {spec!r}.")
+        return cls(**{str(k): v for k, v in data.items()})
+
+
+def _selector_text(item: Any) -> str:
+    text = item if isinstance(item, str) else item.to_string()
+    if text.startswith("<where"):
+        raise PlanError(
+            f"the group selector {text} is a Python predicate and cannot be written to a file; "
+            "express it with the string syntax to save the plan (or pass it when applying)."
+        )
+    return text

@@ -84,6 +84,7 @@ class TreeView:
 
     Aliases of a shared tensor are separate leaves whose ``tied_to`` name each other; the first
     one in view order is the canonical leaf (the one ``named_parameters()`` shows).
+    ``frozen_stats`` holds the module paths of the BatchNorms whose statistics are fixed now.
 
     Example:
         >>> class M: pass
@@ -95,6 +96,7 @@ class TreeView:
     leaves: tuple[Leaf, ...]
     module_paths: tuple[str, ...] = field(default=())
     module_classes: tuple[type, ...] = field(default=())
+    frozen_stats: frozenset[str] = field(default=frozenset())
 
     def __iter__(self) -> Iterator[Leaf]:
         return iter(self.leaves)

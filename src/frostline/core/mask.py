@@ -16,7 +16,8 @@ class Mask:
         trainable: True where the leaf trains.
         decided_by: index of the last rule that matched each leaf (None: no rule, trainable by
             default; ``Mask.TRAIN_BN``: kept trainable by the plan's ``train_bn``;
-            ``Mask.NOT_FLOATING``: an integer parameter, which can never train).
+            ``Mask.NOT_FLOATING``: an integer parameter, which can never train; ``Mask.KEPT``:
+            outside a scoped plan, or the model's state before any plan).
         frozen_stats: paths of the BatchNorm modules whose running statistics are fixed.
 
     Example:
@@ -27,6 +28,7 @@ class Mask:
 
     TRAIN_BN = -1
     NOT_FLOATING = -2
+    KEPT = -3
 
     names: tuple[str, ...]
     trainable: tuple[bool, ...]

@@ -1,8 +1,10 @@
 """Plans: ordered freeze/unfreeze rules that decide which leaves train.
 
 A plan is data. Rules apply in order and the last matching rule wins; a leaf no rule matches
-stays trainable. A plan also carries the BatchNorm policy. It round-trips through dict, JSON
-and YAML (safe loading only).
+stays trainable. A plan also carries the BatchNorm policy, how its groups are built
+(:class:`~frostline.core.groups.Grouping`), an optional scope (the part of the model it decides)
+and the plans that follow it (``a + b``). It round-trips through dict, JSON and YAML (safe
+loading only) and never calls a backend: ``fl.resolve`` evaluates it on a model.
 
 Example:
     >>> plan = Plan().freeze("**").unfreeze("group:-2:").freeze("name:bias")
@@ -22,8 +24,7 @@ from typing import Any
 import yaml
 
 from .._errors import PlanError, SelectorError, TiedWeightError
-from ._gc import paused_gc
-from .groups import Groups
+from .groups import Grouping, Groups
 from .leaves import PARAM, TreeView
 from .mask import Mask
 from .norms import STAT_NAMES, held_by_norm, is_batchnorm
@@ -33,11 +34,8 @@ FREEZE = "freeze"
 UNFREEZE = "unfreeze"
 ACTIONS = (FREEZE, UNFREEZE)
 SCHEMA_VERSION = 1
-_PLAN_KEYS = ("version", "rules", "freeze_bn_stats", "train_bn", "unlocked_groups", "groups")
-# How the groups a plan's group selectors refer to are built; kept with the plan so that a saved
-# plan selects the same groups when it is loaded again (names -> accepted value types).
-GROUP_OPTIONS = {"coarse": bool, "auto": bool, "head_group": bool, "tower": str,
-                 "spec": tuple, "names": tuple}
+_PLAN_KEYS = ("version", "rules", "freeze_bn_stats", "train_bn", "unlocked_groups", "groups",
+              "scope", "then")
 
 
 @dataclass(frozen=True)
@@ -67,33 +65,47 @@ class Rule:
 class Plan:
     """Ordered freeze/unfreeze rules (last match wins), plus the BatchNorm policy.
 
+    A plan is data: it never touches a model. ``fl.resolve(model, plan)`` evaluates it, and
+    ``fl.apply`` / ``fl.lock`` make the result true on the model.
+
     Attributes:
         rules: the rules in order.
-        freeze_bn_stats: fix the running statistics of every BatchNorm whose leaves are all frozen
-            (it stays in eval mode even after ``model.train()``), as OpenCLIP's lock does.
+        freeze_bn_stats: fix the running statistics of every BatchNorm whose statistics the rules
+            freeze (it stays in eval mode even after ``model.train()``), as OpenCLIP's lock does.
         train_bn: keep the affine parameters of normalisation layers trainable inside frozen parts
-            (fastai's ``train_bn``); their statistics follow ``freeze_bn_stats`` regardless.
+            (fastai's ``train_bn``); independent of ``freeze_bn_stats``.
         unlocked_groups: set by :meth:`lock`; checked against the model's number of groups.
-        groups: how to build the groups that ``group:`` selectors refer to (``coarse``, ``tower``,
-            ``head_group``, ``auto``, ``spec``, ``names``), as sorted ``(name, value)`` pairs;
-            options passed when the plan is applied add to (and override) these.
+        grouping: how to build the groups that ``group:`` selectors refer to (:class:`Grouping`);
+            a grouping passed when the plan is resolved overrides the fields it sets.
+        scope: when set, the plan decides only the leaves this selector matches; every other
+            leaf keeps the state it had (a tower lock leaves the other tower alone). ``None``:
+            the whole model, and leaves no rule matches are trainable.
+        then: plans applied after this one, in order (``plan_a + plan_b``).
     """
 
     rules: tuple[Rule, ...] = ()
     freeze_bn_stats: bool = False
     train_bn: bool = False
     unlocked_groups: int | None = field(default=None)
-    groups: tuple[tuple[str, Any], ...] = ()
+    grouping: Grouping = field(default_factory=Grouping)
+    scope: Selector | None = None
+    then: tuple[Plan, ...] = ()
 
     # --- building ------------------------------------------------------------------------------
 
     def freeze(self, selector: Selector | str, *, allow_empty: bool = False) -> Plan:
         """Return a plan with a rule that freezes ``selector`` appended."""
-        return replace(self, rules=(*self.rules, Rule(FREEZE, as_selector(selector), allow_empty)))
+        return self._last_step_with(Rule(FREEZE, as_selector(selector), allow_empty))
 
     def unfreeze(self, selector: Selector | str, *, allow_empty: bool = False) -> Plan:
         """Return a plan with a rule that makes ``selector`` trainable appended."""
-        return replace(self, rules=(*self.rules, Rule(UNFREEZE, as_selector(selector), allow_empty)))
+        return self._last_step_with(Rule(UNFREEZE, as_selector(selector), allow_empty))
+
+    def _last_step_with(self, rule: Rule) -> Plan:
+        if self.then:
+            last = self.then[-1]
+            return replace(self, then=(*self.then[:-1], replace(last, rules=(*last.rules, rule))))
+        return replace(self, rules=(*self.rules, rule))
 
     def with_bn(self, *, freeze_bn_stats: bool | None = None, train_bn: bool | None = None) -> Plan:
         """Return a plan with another BatchNorm policy."""
@@ -103,37 +115,62 @@ class Plan:
             train_bn=self.train_bn if train_bn is None else train_bn,
         )
 
-    def with_groups(self, **options: Any) -> Plan:
-        """Return a plan that builds its groups with ``options`` (e.g. ``tower="image"``).
+    def with_grouping(self, grouping: Grouping | None = None, **fields: Any) -> Plan:
+        """Return a plan whose groups are built with ``grouping`` (and/or the given fields).
+
+        Fields set here override the plan's own grouping; the others are kept.
 
         Example:
-            >>> Plan.lock(2).with_groups(coarse=True).group_options
+            >>> Plan.lock(2).with_grouping(coarse=True).grouping.options()
             {'coarse': True}
         """
-        merged = {**self.group_options, **_checked_group_options(options)}
-        return replace(self, groups=tuple(sorted(merged.items())))
+        given = Grouping(**fields).over(grouping or Grouping())
+        return replace(self, grouping=given.over(self.grouping))
+
+    def within(self, scope: Selector | str | None) -> Plan:
+        """Return the plan limited to ``scope``: leaves outside it keep their state.
+
+        Example:
+            >>> print(Plan().freeze("**").within("visual"))
+            Plan(freeze **; scope visual)
+        """
+        return replace(self, scope=None if scope is None else as_selector(scope))
+
+    def __add__(self, other: Plan) -> Plan:
+        """``a + b``: apply ``a``, then ``b`` (each with its own scope, policy and grouping).
+
+        Example:
+            >>> both = Plan.lock(0, scope="visual") + Plan.lock(0, scope="transformer")
+            >>> len(both.steps), str(both.steps[1])
+            (2, 'Plan(freeze **; unlocked_groups=0, scope transformer)')
+        """
+        if not isinstance(other, Plan):
+            return NotImplemented
+        return replace(self, then=(*self.then, *other.steps))
 
     @property
-    def group_options(self) -> dict[str, Any]:
-        """The plan's grouping options as a dict."""
-        return dict(self.groups)
+    def steps(self) -> tuple[Plan, ...]:
+        """The plans applied in order: this one (without ``then``) and each in ``then``."""
+        return (replace(self, then=()), *self.then)
 
-    def _grouping(self, call_options: Mapping[str, Any]) -> dict[str, Any]:
-        return {**self.group_options, **call_options}
+    @property
+    def all_rules(self) -> tuple[Rule, ...]:
+        """The rules of every step, in order (``Mask.decided_by`` indexes into this)."""
+        return tuple(rule for step in self.steps for rule in step.rules)
 
     @classmethod
     def lock(cls, unlocked_groups: int = 0, freeze_bn_stats: bool = False,
-             within: tuple[str, ...] = ()) -> Plan:
+             scope: Selector | str | None = None) -> Plan:
         """OpenCLIP's lock as a plan: freeze everything but the last ``unlocked_groups`` groups.
 
-        ``within`` (path globs, e.g. ``("visual",)``) limits the freezing to one part of the
-        model, as OpenCLIP's ``lock_image_tower`` leaves the text tower alone.
+        ``scope`` limits the lock to one part of the model and leaves the rest as it is, as
+        OpenCLIP's ``lock_image_tower`` leaves the text tower alone.
 
         Example:
             >>> print(Plan.lock(2, freeze_bn_stats=True))
             Plan(freeze **, unfreeze group:-2:; freeze_bn_stats, unlocked_groups=2)
-            >>> print(Plan.lock(1, within=("visual",)))
-            Plan(freeze visual, unfreeze group:-1:; unlocked_groups=1)
+            >>> print(Plan.lock(1, scope="visual"))
+            Plan(freeze **, unfreeze group:-1:; unlocked_groups=1, scope visual)
         """
         if isinstance(unlocked_groups, bool) or not isinstance(unlocked_groups, int) or (
             unlocked_groups < 0
@@ -142,23 +179,43 @@ class Plan:
                 f"unlocked_groups must be a non-negative int, got {unlocked_groups!r}; "
                 "0 freezes every group, k keeps the last k groups trainable."
             )
-        from .selectors import everything, group, path
+        if type(freeze_bn_stats) is not bool:
+            raise PlanError(f"freeze_bn_stats must be True or False, got {freeze_bn_stats!r}.")
+        from .selectors import everything, group
 
-        rules = [Rule(FREEZE, path(*within) if within else everything())]
+        rules = [Rule(FREEZE, everything())]
         if unlocked_groups:
             rules.append(Rule(UNFREEZE, group(slice(-unlocked_groups, None))))
-        return cls(tuple(rules), freeze_bn_stats=freeze_bn_stats, unlocked_groups=unlocked_groups)
+        return cls(tuple(rules), freeze_bn_stats=freeze_bn_stats, unlocked_groups=unlocked_groups,
+                   scope=None if scope is None else as_selector(scope))
 
     # --- evaluation ----------------------------------------------------------------------------
 
-    def evaluate(self, view: TreeView, groups: Groups | Callable[[], Groups] | None = None) -> Mask:
+    def evaluate(self, view: TreeView, groups: Groups | GroupSource | None = None, *,
+                 start: Mask | None = None) -> Mask:
         """Evaluate the plan on a tree view: one trainable flag per leaf, True = trainable.
+
+        Args:
+            view: the model's tree view.
+            groups: the layer groups, or a function from a :class:`Grouping` to groups (called
+                only when a step needs groups).
+            start: the state the plan starts from (default: the view's current state); only
+                leaves outside a scoped plan keep it.
 
         Raises:
             SelectorError: a rule matches nothing (unless it allows that), with the closest names.
             GroupError: ``unlocked_groups`` exceeds the number of groups.
             TiedWeightError: two paths of one shared tensor end up in different states.
         """
+        state = start if start is not None else current_state(view)
+        offset = 0
+        for step in self.steps:
+            state = step._evaluate_step(view, _groups_for(groups, step.grouping), state, offset)
+            offset += len(step.rules)
+        return state
+
+    def _evaluate_step(self, view: TreeView, groups: Callable[[], Groups], start: Mask,
+                       offset: int) -> Mask:
         ctx = MatchContext(view, groups)
         if self.unlocked_groups is not None and self.unlocked_groups > len(ctx.groups):
             from .._errors import GroupError
@@ -167,13 +224,18 @@ class Plan:
                 f"cannot unlock {self.unlocked_groups} groups: the model has {len(ctx.groups)} "
                 f"groups ({', '.join(ctx.groups.names)}); use 0..{len(ctx.groups)}."
             )
-        trainable = [True] * len(view)
-        decided_by: list[int | None] = [None] * len(view)
-        for rule_index, rule in enumerate(self.rules):
+        inside = self._inside(ctx)
+        trainable = [True if inside[i] else start.trainable[i] for i in range(len(view))]
+        decided_by: list[int | None] = [
+            None if inside[i] else _kept(start.decided_by, i) for i in range(len(view))]
+        for rule_index, rule in enumerate(self.rules, start=offset):
             hits = rule.selector.select(ctx)
+            if self.scope is not None:
+                hits = [hit and inside[i] for i, hit in enumerate(hits)]
             if not rule.allow_empty and not any(hits) and len(view):
+                where = " within the plan's scope" if self.scope is not None else ""
                 raise SelectorError(
-                    f"rule {rule_index} ({rule}) matches nothing in this model: "
+                    f"rule {rule_index} ({rule}) matches nothing{where} in this model: "
                     f"{explain_empty(rule.selector, ctx)}. Fix the selector, or pass "
                     "allow_empty=True for a rule that may legitimately match nothing."
                 )
@@ -184,60 +246,32 @@ class Plan:
                     decided_by[i] = rule_index
         if self.train_bn:
             for i, leaf in enumerate(view):
-                if leaf.kind == PARAM and not trainable[i] and held_by_norm(leaf):
+                if inside[i] and leaf.kind == PARAM and not trainable[i] and held_by_norm(leaf):
                     trainable[i] = True
                     decided_by[i] = Mask.TRAIN_BN
         for i, leaf in enumerate(view):
             if leaf.kind == PARAM and trainable[i] and not leaf.is_floating:
                 trainable[i] = False
                 decided_by[i] = Mask.NOT_FLOATING
-        _check_ties(view, trainable, decided_by, self)
+        _check_ties(view, trainable, decided_by, self, offset)
         return Mask(
             names=view.names,
             trainable=tuple(trainable),
             decided_by=tuple(decided_by),
-            frozen_stats=_frozen_stat_modules(view, trainable) if self.freeze_bn_stats else (),
+            frozen_stats=fixed_statistics(view, trainable, inside, self.freeze_bn_stats,
+                                          start.frozen_stats),
         )
 
-    # --- model-level operations (dispatch to the model's backend) -------------------------------
-
-    def apply(self, model: Any, **group_options: Any) -> Any:
-        """Apply the plan to ``model`` (PyTorch: sets ``requires_grad`` and BN state in place).
-
-        Returns the model for PyTorch; JAX models are immutable: use :meth:`mask` or
-        ``fl.partition`` there.
-        """
-        from .backend import backend_for
-
-        backend = backend_for(model)
-        mask = self.mask_on(model, **group_options)
-        return backend.apply(model, mask, self)
-
-    def mask_on(self, model: Any, **group_options: Any) -> Mask:
-        """Evaluate the plan on a model: the framework-neutral :class:`Mask`."""
-        from .backend import backend_for
-
-        backend = backend_for(model)
-        options = self._grouping(group_options)
-        with paused_gc():
-            view = backend.view(model)
-            return self.evaluate(view, lambda: backend.groups(model, view, **options))
-
-    def mask(self, model: Any, **group_options: Any) -> Any:
-        """The framework's own mask: a filter spec pytree (JAX) or {name: bool} (PyTorch)."""
-        from .backend import backend_for
-
-        return backend_for(model).native_mask(model, self.mask_on(model, **group_options))
-
-    def explain(self, model: Any, *, buffers: bool = False, **group_options: Any) -> Any:
-        """Say which rule decided each parameter (and buffer, with ``buffers=True``)."""
-        from .._report import Explanation
-        from .backend import backend_for
-
-        backend = backend_for(model)
-        view = backend.view(model)
-        groups = backend.groups(model, view, **self._grouping(group_options))
-        return Explanation.build(self, view, groups, self.evaluate(view, groups), buffers=buffers)
+    def _inside(self, ctx: MatchContext) -> list[bool]:
+        if self.scope is None:
+            return [True] * len(ctx.view)
+        inside = self.scope.select(ctx)
+        if not any(inside) and len(ctx.view):
+            raise SelectorError(
+                f"the plan's scope ({self.scope}) matches nothing in this model: "
+                f"{explain_empty(self.scope, ctx)}. Fix the scope selector."
+            )
+        return inside
 
     # --- serialisation -------------------------------------------------------------------------
 
@@ -254,8 +288,13 @@ class Plan:
         out["train_bn"] = self.train_bn
         if self.unlocked_groups is not None:
             out["unlocked_groups"] = self.unlocked_groups
-        if self.groups:
-            out["groups"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.groups}
+        if not self.grouping.is_default:
+            out["groups"] = self.grouping.to_dict()
+        if self.scope is not None:
+            out["scope"] = _selector_text(self.scope)
+        if self.then:
+            out["then"] = [{k: v for k, v in step.to_dict().items() if k != "version"}
+                           for step in self.then]
         return out
 
     @classmethod
@@ -280,17 +319,31 @@ class Plan:
         if unlocked is not None and (isinstance(unlocked, bool) or not isinstance(unlocked, int)
                                      or unlocked < 0):
             raise PlanError(f"'unlocked_groups' must be a non-negative int, got {unlocked!r}.")
-        raw_groups = data.get("groups", {})
-        if not isinstance(raw_groups, Mapping):
-            raise PlanError(
-                f"'groups' must be a mapping of grouping options, got {type(raw_groups).__name__}."
-            )
+        scope = data.get("scope")
+        if scope is not None and not isinstance(scope, str):
+            raise PlanError(f"'scope' must be a selector string, got {scope!r}.")
+        try:
+            scope_selector = None if scope is None else as_selector(scope)
+        except SelectorError as exc:
+            raise PlanError(f"scope: {exc}") from None
+        raw_then = data.get("then", [])
+        if not isinstance(raw_then, list):
+            raise PlanError(f"'then' must be a list of plans, got {type(raw_then).__name__}.")
+        then: list[Plan] = []
+        for step in raw_then:
+            if isinstance(step, Mapping) and "then" in step:
+                raise PlanError("a step in 'then' cannot have its own 'then'; list every step "
+                                "in the top-level 'then'.")
+            then.append(cls.from_dict(step))
         return cls(
             rules,
             freeze_bn_stats=_flag(data, "freeze_bn_stats"),
             train_bn=_flag(data, "train_bn"),
             unlocked_groups=unlocked,
-        ).with_groups(**{str(k): v for k, v in raw_groups.items()})
+            grouping=Grouping.from_dict(data.get("groups", {})),
+            scope=scope_selector,
+            then=tuple(then),
+        )
 
     def to_json(self, **kwargs: Any) -> str:
         return json.dumps(self.to_dict(), **kwargs)
@@ -332,35 +385,73 @@ class Plan:
         return cls.from_json(text) if str(path).endswith(".json") else cls.from_yaml(text)
 
     def __str__(self) -> str:
+        if self.then:
+            return " + ".join(str(step) for step in self.steps)
         body = ", ".join(str(rule) for rule in self.rules) or "everything trainable"
         flags = [name for name in ("freeze_bn_stats", "train_bn") if getattr(self, name)]
         if self.unlocked_groups is not None:
             flags.append(f"unlocked_groups={self.unlocked_groups}")
-        if self.groups:
-            flags.append("groups(" + ", ".join(f"{k}={v!r}" for k, v in self.groups) + ")")
+        if not self.grouping.is_default:
+            flags.append("groups(" + ", ".join(
+                f"{k}={v!r}" for k, v in self.grouping.to_dict().items()) + ")")
+        if self.scope is not None:
+            flags.append(f"scope {self.scope}")
         return f"Plan({body}" + ("; " + ", ".join(flags) if flags else "") + ")"
 
 
-def _checked_group_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Grouping options in their stored form (sequences as tuples of strings), type-checked."""
-    out: dict[str, Any] = {}
-    for key, value in options.items():
-        if key not in GROUP_OPTIONS:
-            raise PlanError(
-                f"unknown grouping option {key!r} for a plan; known: {sorted(GROUP_OPTIONS)} "
-                "(an example_input cannot be stored: pass it when applying the plan)."
-            )
-        if GROUP_OPTIONS[key] is tuple:
-            if isinstance(value, str) or not isinstance(value, (list, tuple)) or not all(
-                    isinstance(item, str) for item in value):
-                raise PlanError(f"grouping option {key!r} must be a list of strings, got {value!r}.")
-            value = tuple(value)
-        elif type(value) is not GROUP_OPTIONS[key]:
-            raise PlanError(
-                f"grouping option {key!r} must be a {GROUP_OPTIONS[key].__name__}, got {value!r}."
-            )
-        out[key] = value
-    return out
+GroupSource = Callable[[Grouping], Groups]
+
+
+def _groups_for(groups: Groups | GroupSource | None, grouping: Grouping) -> Callable[[], Groups]:
+    """A zero-argument function giving the groups of one plan step (computed on first use)."""
+    if groups is None or isinstance(groups, Groups):
+        return lambda: groups  # type: ignore[return-value]
+    return lambda: groups(grouping)
+
+
+def current_state(view: TreeView) -> Mask:
+    """The state a model is in now, as a mask: ``requires_grad`` (True where unknown) and the
+    BatchNorms whose statistics are fixed (``TreeView.frozen_stats``)."""
+    fixed = view.frozen_stats
+    trainable = tuple(
+        (leaf.trainable is not False) if leaf.kind == PARAM else leaf.module_path not in fixed
+        for leaf in view)
+    return Mask(view.names, trainable, (Mask.KEPT,) * len(view),
+                tuple(path for path in view.all_module_paths if path in fixed))
+
+
+def _kept(decided_by: tuple[int | None, ...], index: int) -> int | None:
+    return decided_by[index] if decided_by else Mask.KEPT
+
+
+def fixed_statistics(view: TreeView, trainable: list[bool], inside: list[bool],
+                     freeze_bn_stats: bool, before: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The one definition of which BatchNorms keep fixed running statistics after a plan.
+
+    A BatchNorm inside the plan's scope has fixed statistics when the plan has
+    ``freeze_bn_stats`` and its rules freeze every one of its statistics leaves (``train_bn``
+    does not change that: it trains affine parameters only). A BatchNorm outside the scope keeps
+    what it had (``before``). Both backends and every consumer read this result.
+
+    Example:
+        >>> from frostline.core.leaves import Leaf, Owner, TreeView
+        >>> class BatchNorm1d: pass
+        >>> bn = (Owner("", object), Owner("bn", BatchNorm1d))
+        >>> view = TreeView((Leaf("bn.running_mean", ("bn", "running_mean"), bn, (3,),
+        ...                       "float32", kind="buffer"),))
+        >>> fixed_statistics(view, [False], [True], freeze_bn_stats=True)
+        ('bn',)
+    """
+    state: dict[str, bool] = {}
+    for i, leaf in enumerate(view):
+        if leaf.path[-1] in STAT_NAMES and leaf.owners and is_batchnorm(leaf.owners[-1]):
+            module = leaf.module_path
+            if not inside[i]:
+                state[module] = module in before
+            else:
+                state[module] = state.get(module, True) and freeze_bn_stats and not trainable[i]
+    kept = [module for module in before if module not in state]
+    return (*kept, *(module for module, fixed in state.items() if fixed))
 
 
 def _selector_text(selector: Selector) -> str:
@@ -406,7 +497,7 @@ def _flag(data: Mapping[str, Any], key: str) -> bool:
 
 
 def _check_ties(view: TreeView, trainable: list[bool], decided_by: list[int | None],
-                plan: Plan) -> None:
+                plan: Plan, offset: int = 0) -> None:
     canonical = view.canonical
     first_index: dict[str, int] = {}
     for i, leaf in enumerate(view):
@@ -419,8 +510,8 @@ def _check_ties(view: TreeView, trainable: list[bool], decided_by: list[int | No
             raise TiedWeightError(
                 f"'{other.name}' and '{leaf.name}' are the same (shared) tensor, but the plan "
                 f"makes '{other.name}' {_state(trainable[j])} "
-                f"({describe_decision(plan, decided_by[j])}) and '{leaf.name}' "
-                f"{_state(trainable[i])} ({describe_decision(plan, decided_by[i])}). "
+                f"({describe_decision(plan, decided_by[j], offset)}) and '{leaf.name}' "
+                f"{_state(trainable[i])} ({describe_decision(plan, decided_by[i], offset)}). "
                 "Select both paths in the same rule, or untie the weights."
             )
 
@@ -429,22 +520,21 @@ def _state(trainable: bool) -> str:
     return "trainable" if trainable else "frozen"
 
 
-def describe_decision(plan: Plan, index: int | None) -> str:
-    """What decided a leaf, in words, from a :class:`Mask` ``decided_by`` entry."""
+def describe_decision(plan: Plan, index: int | None, offset: int = 0) -> str:
+    """What decided a leaf, in words, from a :class:`Mask` ``decided_by`` entry.
+
+    ``offset``: when ``plan`` is one step of a larger plan, the number of rules before it.
+    """
     if index is None:
         return "no rule: trainable by default"
     if index == Mask.NOT_FLOATING:
         return "integer dtype: cannot train"
     if index == Mask.TRAIN_BN:
         return "train_bn"
-    return f"rule {index}: {plan.rules[index]}"
-
-
-def _frozen_stat_modules(view: TreeView, trainable: list[bool]) -> tuple[str, ...]:
-    """BatchNorm modules whose running statistics are all frozen by the plan."""
-    state: dict[str, bool] = {}
-    for i, leaf in enumerate(view):
-        if leaf.path[-1] in STAT_NAMES and leaf.owners and is_batchnorm(leaf.owners[-1]):
-            module = leaf.module_path
-            state[module] = state.get(module, True) and not trainable[i]
-    return tuple(module for module, frozen in state.items() if frozen)
+    if index == Mask.KEPT:
+        return "outside the plan's scope: kept as it was"
+    rules = plan.rules if offset else plan.all_rules
+    local = index - offset
+    if 0 <= local < len(rules):
+        return f"rule {index}: {rules[local]}"
+    return f"rule {index}"

@@ -32,11 +32,11 @@ This module holds the rules on a number of groups and imports no framework;
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .._errors import PlanError, closest
-from .groups import Groups
+from .groups import Grouping, Groups
 from .plan import Plan
 
 SHIFTS = ("none", "low", "high", "input", "output")
@@ -172,10 +172,11 @@ def recommend_for_groups(n_groups: int, n_train: int, domain_shift: str = "none"
 
 
 def recommend(model: Any, n_train: int, domain_shift: str = "none", *, new_head: bool = True,
-              thresholds: Thresholds = Thresholds(), **group_options: Any) -> Recommendation:
+              thresholds: Thresholds = Thresholds(),
+              grouping: Grouping | None = None) -> Recommendation:
     """Recommend a plan for ``model`` from dataset size and domain shift.
 
-    Counts the model's layer groups with ``fl.groups(model, **group_options)`` (or takes a
+    Counts the model's layer groups with ``fl.resolve(model, grouping=grouping)`` (or takes a
     :class:`Groups` value as ``model``) and applies the rules listed in
     :func:`recommend_for_groups`.
 
@@ -185,7 +186,8 @@ def recommend(model: Any, n_train: int, domain_shift: str = "none", *, new_head:
         domain_shift: "none", "low", "high", "input" or "output".
         new_head: the last group is a freshly initialised head.
         thresholds: dataset-size boundaries.
-        **group_options: passed to ``fl.groups`` (``coarse``, ``spec``, ...).
+        grouping: how to build the groups (:class:`Grouping`); the recommended plan carries it,
+            so ``fl.apply(model, rec.plan)`` counts the same groups.
 
     Returns:
         A :class:`Recommendation`; apply it with ``fl.apply(model, rec.plan)``.
@@ -200,12 +202,14 @@ def recommend(model: Any, n_train: int, domain_shift: str = "none", *, new_head:
     if isinstance(model, Groups):
         found = model
     else:
-        from .backend import backend_for
+        from .resolve import resolve
 
-        backend = backend_for(model)
-        found = backend.groups(model, backend.view(model), **group_options)
-    return recommend_for_groups(len(found), n_train, domain_shift, new_head=new_head,
-                                thresholds=thresholds)
+        found = resolve(model, grouping=grouping).groups
+    rec = recommend_for_groups(len(found), n_train, domain_shift, new_head=new_head,
+                               thresholds=thresholds)
+    if grouping is None:
+        return rec
+    return replace(rec, plan=rec.plan.with_grouping(grouping.without_input()))
 
 
 def _check(n_groups: int, n_train: int, domain_shift: str) -> None:

@@ -286,7 +286,7 @@ class GroupSel(Selector):
         return index is not None and index in self._indices(ctx)
 
     def _indices(self, ctx: MatchContext) -> frozenset[int]:
-        cache = ctx.__dict__.setdefault("_group_indices", {})
+        cache: dict[object, frozenset[int]] = ctx.__dict__.setdefault("_group_indices", {})
         cache_key = (self.key.start, self.key.stop, self.key.step) if isinstance(
             self.key, slice) else self.key
         if cache_key not in cache:

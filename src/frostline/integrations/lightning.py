@@ -29,6 +29,7 @@ from torch import nn
 from torch.optim import Optimizer
 
 from .._errors import PlanError
+from ..core.groups import Grouping
 from ..core.plan import Plan
 from ..torch._param_groups import DEFAULT_NO_DECAY
 from ..torch._unfreeze import Unfreezer, UnfreezeSchedule, extend_scheduler
@@ -45,7 +46,7 @@ class FrostlineFinetuning(BaseFinetuning):
         module: attribute path of the network inside the LightningModule (``"backbone"``,
             ``"model.encoder"``); default: the LightningModule itself. Groups are found on this
             module, so a timm model kept in ``self.net`` keeps timm's grouping.
-        **group_options: passed to ``fl.groups`` (``coarse``, ``spec``, ...).
+        grouping: how to build the groups (:class:`~frostline.Grouping`).
 
     Example:
         >>> import frostline as fl
@@ -59,7 +60,7 @@ class FrostlineFinetuning(BaseFinetuning):
     def __init__(self, schedule: UnfreezeSchedule | Plan, *, lr: float,
                  weight_decay: float = 0.0, layer_decay: float | None = None,
                  no_decay: Any = DEFAULT_NO_DECAY, min_scale: float = 0.0,
-                 module: str | None = None, **group_options: Any) -> None:
+                 module: str | None = None, grouping: Grouping | None = None) -> None:
         super().__init__()
         if isinstance(schedule, Plan):
             schedule = UnfreezeSchedule.from_plans({0: schedule})
@@ -71,7 +72,7 @@ class FrostlineFinetuning(BaseFinetuning):
         self.schedule = schedule
         self.module = module
         self._options = dict(lr=lr, weight_decay=weight_decay, layer_decay=layer_decay,
-                             no_decay=no_decay, min_scale=min_scale, **group_options)
+                             no_decay=no_decay, min_scale=min_scale, grouping=grouping)
         self.unfreezer: Unfreezer | None = None
         self._trainer: pl.Trainer | None = None
 

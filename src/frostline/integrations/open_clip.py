@@ -32,7 +32,7 @@ Example:
     >>> fl.groups(clip, tower="image").names
     ['visual.stem', 'visual.transformer.resblocks.0', 'visual.transformer.resblocks.1', 'visual.proj']
     >>> print(fl.lock(clip, 1, tower="image"))
-    Plan(freeze visual, unfreeze group:-1:; unlocked_groups=1)
+    Plan(freeze **, unfreeze group:-1:; unlocked_groups=1, groups(tower='image'), scope visual)
 """
 
 from __future__ import annotations

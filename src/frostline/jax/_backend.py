@@ -8,19 +8,21 @@ through what the backend builds from it: a filter spec (``plan.mask(model)``), t
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .._errors import BackendError
-from ..core.groups import Groups
+from .._errors import BackendError, PlanError
+from ..core.groups import Grouping, Groups
 from ..core.leaves import TreeView
 from ..core.mask import Mask
-from ..core.plan import Plan
 from ._batchnorm import batchnorms_in_inference
 from ._groups import jax_groups
-from ._guard import JaxSnapshot, snapshot
-from ._mask import resolve_mask, trainable_names
+from ._guard import JaxSnapshot
+from ._mask import trainable_names
 from ._models import is_array_tree, is_equinox, is_nnx, view_of
 from ._partition import filter_spec, join, split
+
+if TYPE_CHECKING:
+    from ..core.resolve import Resolved
 
 
 class JaxBackend:
@@ -29,15 +31,19 @@ class JaxBackend:
     def handles(self, model: Any) -> bool:
         return is_equinox(model) or is_nnx(model) or is_array_tree(model)
 
+    def unwrap(self, model: Any) -> Any:
+        return model
+
     def view(self, model: Any) -> TreeView:
         return view_of(model)
 
-    def groups(self, model: Any, view: TreeView, **options: Any) -> Groups:
-        return jax_groups(model, view, **options)
+    def groups(self, model: Any, view: TreeView, grouping: Grouping) -> Groups:
+        return jax_groups(model, view, **grouping.options())
 
-    def apply(self, model: Any, mask: Mask, plan: Any) -> Any:
-        """Return ``model`` unchanged: the mask was validated when it was evaluated."""
-        return model
+    def apply(self, resolved: Resolved) -> Any:
+        """Return the model unchanged once the mask is valid (JAX models are immutable)."""
+        _ = resolved.mask
+        return resolved.model
 
     def native_mask(self, model: Any, mask: Mask) -> Any:
         """Equinox / pytree: the filter spec. NNX: an :class:`~frostline.jax.NnxFilter`."""
@@ -48,24 +54,26 @@ class JaxBackend:
             return NnxFilter(names)
         return filter_spec(model, names)
 
-    def partition(self, model: Any, plan: Plan | Mask | None = None,
-                  **group_options: Any) -> tuple[Any, Any]:
+    def partition(self, resolved: Resolved) -> tuple[Any, Any]:
+        model = resolved.model
         if is_nnx(model):
             raise BackendError(
                 "fl.partition splits Equinox modules and pytrees; for a Flax NNX module use its "
                 "filter: nnx.split(model, fl.nnx_filter(model, plan), ...), or "
                 "nnx.Optimizer(model, tx, wrt=fl.nnx_filter(model, plan))."
             )
-        view = view_of(model)
-        return split(model, trainable_names(view, resolve_mask(model, plan, view,
-                                                                **group_options)))
+        return split(model, trainable_names(resolved.view, resolved.mask))
 
     def combine(self, trainable: Any, frozen: Any) -> Any:
         return join(trainable, frozen)
 
-    def snapshot(self, model: Any, plan: Plan | Mask | None = None, *,
-                 buffers: bool = False) -> JaxSnapshot:
-        return snapshot(model, plan, buffers=buffers)
+    def snapshot(self, resolved: Resolved, *, buffers: bool = False) -> JaxSnapshot:
+        if not resolved.decided:
+            raise PlanError(
+                "JAX models carry no trainable flags, so the guard needs the plan (or mask) that "
+                "says what is frozen: fl.snapshot(model, plan) / fl.guard(model, plan)."
+            )
+        return JaxSnapshot(resolved.model, resolved.view, resolved.mask, buffers=buffers)
 
     def frozen_stats(self, model: Any) -> set[str]:
         return batchnorms_in_inference(model)

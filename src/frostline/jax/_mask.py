@@ -28,11 +28,14 @@ def resolve_mask(model: Any, plan: Plan | Mask | None, view: TreeView | None = N
             raise PlanError(
                 f"the mask does not fit this model: leaves missing from the mask {missing}, "
                 f"names the model lacks {extra}. Build the mask from this model "
-                "(plan.mask_on(model)) or pass the plan itself."
+                "(fl.mask(model, plan)) or pass the plan itself."
             )
         return plan
     if isinstance(plan, Plan):
-        return plan.mask_on(model, **group_options)
+        from ..core.groups import Grouping
+        from ..core.resolve import resolve
+
+        return resolve(model, plan, Grouping(**group_options) if group_options else None).mask
     raise PlanError(
         f"expected a frostline Plan, a Mask or None, got {type(plan).__name__}; build one with "
         "fl.Plan().freeze(...) or fl.Plan.lock(k)."

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._errors import PlanError
+from ..core.groups import Grouping
 from ..core.mask import Mask
 from ..core.plan import Plan
 from ._mask import resolve_mask, trainable_names
@@ -128,7 +129,7 @@ def layer_decay_labels(model: Any, decay: float, plan: Plan | Mask | None = None
     from ._backend import BACKEND
 
     view = view_of(model)
-    found = BACKEND.groups(model, view, **group_options)
+    found = BACKEND.groups(model, view, Grouping(**group_options))
     names = trainable_names(view, resolve_mask(model, plan, view, **group_options))
     n = len(found)
     scales: dict[str, float] = {}

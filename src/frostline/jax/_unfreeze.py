@@ -36,8 +36,10 @@ from typing import Any
 import jax
 
 from .._errors import PlanError
+from ..core.groups import Grouping
 from ..core.mask import Mask
 from ..core.plan import Plan
+from ..core.resolve import resolve
 from ._view import is_array
 
 SHARED = ("keep", "fresh")
@@ -150,5 +152,6 @@ def thaw(model: Any, plan: Plan | Mask, tx: Any, opt_state: Any, *, shared: str 
     """
     from ._backend import BACKEND
 
-    trainable, frozen = BACKEND.partition(model, plan, **group_options)
+    trainable, frozen = BACKEND.partition(
+        resolve(model, plan, Grouping(**group_options) if group_options else None))
     return trainable, frozen, regroup_opt_state(tx, opt_state, trainable, shared=shared)

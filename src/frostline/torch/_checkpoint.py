@@ -36,13 +36,15 @@ import torch
 from torch import nn
 
 from .._errors import CheckpointError, FrostlineError, PlanError
+from ..core.groups import Grouping
 from ..core.leaves import PARAM, TreeView
 from ..core.mask import Mask
-from ..core.norms import STAT_NAMES
+from ..core.norms import STAT_NAMES, is_batchnorm
 from ..core.plan import Plan
+from ..core.resolve import resolve
 from ._apply import PLAN_ATTRIBUTE, apply_mask
-from ._batchnorm import frozen_stat_modules, is_batchnorm_module, stats_frozen
 from ._view import build_view, named_tensors
+from ._wrappers import unwrap
 
 FORMAT = "frostline.trainable/1"
 _KEY_FORMAT = "frostline.format"
@@ -74,7 +76,7 @@ class CheckpointInfo:
 
 
 def save_trainable(model: nn.Module, path: str | os.PathLike[str], plan: Plan | None | bool = None,
-                   **group_options: Any) -> CheckpointInfo:
+                   grouping: Grouping | None = None) -> CheckpointInfo:
     """Write the trainable part of ``model`` to a safetensors file, atomically.
 
     Stored: every parameter with ``requires_grad`` (each shared tensor once) and the running
@@ -87,14 +89,16 @@ def save_trainable(model: nn.Module, path: str | os.PathLike[str], plan: Plan | 
     (DTensor parameters) is gathered: call this on every rank; rank 0 writes.
 
     Args:
-        model: the model (DDP and ``torch.compile`` wrappers are unwrapped).
+        model: the model (``torch.compile``, DataParallel and DDP wrappers are looked through:
+            the file holds the inner model's names and loads into the bare model).
         path: the file to write.
         plan: the plan to record; it must agree with the model's ``requires_grad``. When it is
             not given, the plan the model remembers is recorded if it still describes the
             model; if not (``requires_grad`` changed by hand since, other group options, a
             Python predicate selector) a warning says so and the file records the
             ``requires_grad`` state alone: the trained weights are never lost to an error.
-        **group_options: how groups were built when the plan was applied (``coarse``, ``spec``).
+        grouping: how groups were built when the plan was applied, where it differs from the
+            plan's own grouping (:class:`~frostline.Grouping`).
 
     Returns:
         :class:`CheckpointInfo` with the stored tensor names.
@@ -109,8 +113,8 @@ def save_trainable(model: nn.Module, path: str | os.PathLike[str], plan: Plan | 
     _refuse_meta(tensors)
     stored_names = _stored_names(model, view)
     trainable = _trainable_names(view)
-    stats = sorted(frozen_stat_modules(model))
-    plan, plan_dict = _plan_to_store(model, plan, view, trainable, stats, group_options)
+    stats = sorted(view.frozen_stats)
+    plan, plan_dict = _plan_to_store(model, plan, view, trainable, stats, grouping)
     payload = _payload(tensors, stored_names)
     stored = set(stored_names)
     base = {
@@ -132,7 +136,7 @@ def save_trainable(model: nn.Module, path: str | os.PathLike[str], plan: Plan | 
 
 
 def load_trainable(model: nn.Module, path: str | os.PathLike[str], strict: bool = True, *,
-                   check_base: bool = True, **group_options: Any) -> CheckpointInfo:
+                   check_base: bool = True, grouping: Grouping | None = None) -> CheckpointInfo:
     """Restore a checkpoint written by :func:`save_trainable` onto a freshly loaded base model.
 
     Everything is checked before the model is touched: the architecture and the frozen
@@ -149,7 +153,8 @@ def load_trainable(model: nn.Module, path: str | os.PathLike[str], strict: bool 
             (listed in ``skipped``).
         check_base: refuse a base whose architecture or frozen weights differ from the one the
             checkpoint was saved from. Pass False to load anyway (e.g. onto a re-quantised base).
-        **group_options: how groups were built when the plan was applied (``coarse``, ``spec``).
+        grouping: how groups were built when the plan was applied, where it differs from the
+            plan's own grouping (:class:`~frostline.Grouping`).
 
     Returns:
         :class:`CheckpointInfo` with the loaded tensor names and the plan.
@@ -174,7 +179,7 @@ def load_trainable(model: nn.Module, path: str | os.PathLike[str], strict: bool 
         _check_digests(meta["base"]["digests"], tensors, path)
     loaded, skipped = _match_tensors(payload, tensors, strict, path)
     plan = meta["plan"]
-    mask = _mask_to_restore(model, view, plan, meta["state"], strict, group_options, path)
+    mask = _mask_to_restore(model, view, plan, meta["state"], strict, grouping, path)
     with torch.no_grad():
         for name in loaded:
             tensors[name].copy_(payload[name])
@@ -187,19 +192,12 @@ def load_trainable(model: nn.Module, path: str | os.PathLike[str], strict: bool 
 
 
 def _unwrap(model: Any) -> nn.Module:
-    from torch.nn.parallel import DistributedDataParallel
-
-    if isinstance(model, DistributedDataParallel):
-        return model.module
-    if type(model).__name__ == "OptimizedModule" and isinstance(
-            getattr(model, "_orig_mod", None), nn.Module):
-        return model._orig_mod  # torch.compile's wrapper: names without '_orig_mod.'
     if not isinstance(model, nn.Module):
         raise CheckpointError(
             f"trainable-only checkpoints are for torch.nn.Module models, got "
             f"{type(model).__qualname__}."
         )
-    return model
+    return unwrap(model)
 
 
 def _canonical(view: TreeView) -> list[str]:
@@ -214,17 +212,16 @@ def _trainable_names(view: TreeView) -> list[str]:
 
 def _stored_names(model: nn.Module, view: TreeView) -> list[str]:
     """Canonical trainable parameters, plus the statistics of BatchNorms that still update."""
-    updating = {path for path, module in model.named_modules(remove_duplicate=False)
-                if is_batchnorm_module(module) and not stats_frozen(module)}
     return [name for name in _canonical(view) if (
         view[name].kind == PARAM and view[name].trainable
-    ) or (view[name].kind != PARAM and view[name].module_path in updating
-          and view[name].path[-1] in STAT_NAMES)]
+    ) or (view[name].kind != PARAM and view[name].path[-1] in STAT_NAMES
+          and view[name].owners and is_batchnorm(view[name].owners[-1])
+          and view[name].module_path not in view.frozen_stats)]
 
 
 def _plan_to_store(model: nn.Module, plan: Plan | None | bool, view: TreeView,
                    trainable: list[str], stats: list[str],
-                   group_options: dict[str, Any]) -> tuple[Plan | None, dict[str, Any] | None]:
+                   grouping: Grouping | None) -> tuple[Plan | None, dict[str, Any] | None]:
     """The plan to record and its dict. A plan passed in must describe the model; the plan the
     model remembers may not any more (``requires_grad`` changed by hand, other group options):
     then the trained weights are still saved, with a warning, rather than lost to an error."""
@@ -237,7 +234,7 @@ def _plan_to_store(model: nn.Module, plan: Plan | None | bool, view: TreeView,
     if plan is None:
         return None, None
     try:
-        _check_plan_matches(model, plan, view, trainable, stats, group_options)
+        _check_plan_matches(model, plan, view, trainable, stats, grouping)
         return plan, plan.to_dict()
     except FrostlineError as exc:
         message = f"the plan cannot be stored with the checkpoint: {exc}"
@@ -251,8 +248,8 @@ def _plan_to_store(model: nn.Module, plan: Plan | None | bool, view: TreeView,
 
 
 def _check_plan_matches(model: nn.Module, plan: Plan, view: TreeView, trainable: list[str],
-                        stats: list[str], group_options: dict[str, Any]) -> None:
-    mask = plan.mask_on(model, **group_options)
+                        stats: list[str], grouping: Grouping | None) -> None:
+    mask = resolve(model, plan, grouping).mask
     expected = _effective_trainable(view, mask)
     differ = sorted(set(expected) ^ set(trainable), key=view.names.index)
     if differ:
@@ -262,7 +259,7 @@ def _check_plan_matches(model: nn.Module, plan: Plan, view: TreeView, trainable:
             f"the plan {plan} does not describe this model: it makes {len(differ)} parameters "
             f"train differently from requires_grad (first: '{name}' is {state} under the plan, "
             f"requires_grad={view[name].trainable}). Apply the plan again, or pass the plan "
-            "that was applied and the group options it was applied with (coarse=, spec=)."
+            "that was applied and the grouping it was applied with (grouping=fl.Grouping(...))."
         )
     if set(mask.frozen_stats) != set(stats):
         raise CheckpointError(
@@ -491,13 +488,13 @@ def _match_tensors(payload: dict[str, torch.Tensor], tensors: dict[str, torch.Te
 
 
 def _mask_to_restore(model: nn.Module, view: TreeView, plan: Plan | None, state: dict[str, Any],
-                     strict: bool, group_options: dict[str, Any], path: str) -> Mask:
+                     strict: bool, grouping: Grouping | None, path: str) -> Mask:
     recorded = set(state["trainable"])
     if plan is None:
         params = [leaf.name for leaf in view if leaf.kind == PARAM]
         return Mask(names=tuple(params), trainable=tuple(n in recorded for n in params),
                     frozen_stats=tuple(state["frozen_stats"]))
-    mask = plan.mask_on(model, **group_options)
+    mask = resolve(model, plan, grouping).mask
     now = set(_effective_trainable(view, mask))
     if strict and (now != recorded or set(mask.frozen_stats) != set(state["frozen_stats"])):
         differ = sorted(now ^ recorded) or sorted(set(mask.frozen_stats)
@@ -505,7 +502,7 @@ def _mask_to_restore(model: nn.Module, view: TreeView, plan: Plan | None, state:
         raise CheckpointError(
             f"the plan stored in {path!r} ({plan}) gives a different trainable state on this "
             f"model than when it was saved ({len(differ)} differ, first: '{differ[0]}'). Pass "
-            "the group options used when the plan was applied (coarse=..., spec=...), or "
+            "the grouping used when the plan was applied (grouping=fl.Grouping(...)), or "
             "strict=False to apply the plan as it evaluates now."
         )
     return mask

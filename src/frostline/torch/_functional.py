@@ -15,17 +15,15 @@ from torch import nn
 
 from .._errors import PlanError
 from ..core.mask import Mask
-from ..core.plan import Plan
 
 
-def partition_module(model: nn.Module, plan: Plan | Mask | None = None,
-                     **group_options: Any) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+def partition_module(model: nn.Module, mask: Mask | None = None
+                     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Split ``model`` into ``(trainable, frozen)`` dicts of its tensors by name.
 
     Args:
-        model: the module (left unchanged: the plan is evaluated, not applied).
-        plan: a :class:`Plan` or :class:`Mask`; None: the current ``requires_grad`` state.
-        **group_options: passed to ``fl.groups`` when the plan has group selectors.
+        model: the module (left unchanged: the mask is read, not applied).
+        mask: what trains (``fl.resolve(model, plan).mask``); None: ``requires_grad`` now.
 
     Returns:
         ``trainable``: the trainable parameters; ``frozen``: the frozen parameters and every
@@ -40,12 +38,10 @@ def partition_module(model: nn.Module, plan: Plan | Mask | None = None,
         (['weight'], ['bias'])
     """
     params = dict(model.named_parameters())
-    if plan is None:
+    if mask is None:
         is_trainable = {n: p.requires_grad for n, p in params.items()}
     else:
-        if isinstance(plan, Plan):
-            plan = plan.mask_on(model, **group_options)
-        is_trainable = plan.as_dict()
+        is_trainable = mask.as_dict()
     trainable = {n: p for n, p in params.items() if is_trainable.get(n, True)}
     frozen = {n: p for n, p in params.items() if n not in trainable}
     frozen.update(dict(model.named_buffers()))

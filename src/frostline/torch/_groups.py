@@ -16,6 +16,7 @@ from typing import Any
 from torch import nn
 
 from .._errors import GroupError, closest
+from ..core.backend import is_missing_dependency
 from ..core.grouping import auto_groups, build_groups, groups_from_selectors
 from ..core.groups import Groups
 from ..core.leaves import TreeView
@@ -133,11 +134,15 @@ def _tower_groups(model: nn.Module, view: TreeView, tower: str, **options: Any) 
 
 
 def _builtin(attr: str) -> list[GroupRule]:
+    """The group rules of the integrations. Each imports its library only for its own models;
+    a missing third-party package skips the integration, an error inside one raises."""
     rules = []
     for module_path in _RULE_MODULES:
         try:
             module = importlib.import_module(module_path)
-        except ImportError:
+        except ModuleNotFoundError as exc:
+            if not is_missing_dependency(exc, module_path):
+                raise
             continue
         rule = getattr(module, attr, None)
         if rule is not None:

@@ -20,14 +20,17 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from .._errors import GuardError
-from ..core.plan import Plan
-from ._batchnorm import frozen_stat_modules, is_batchnorm_module
+from ._batchnorm import is_batchnorm_module
 from ._view import named_tensors
+
+if TYPE_CHECKING:
+    from ..core.resolve import Resolved
 
 _INT_OF_SIZE = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 # Elements per bucket of the accelerator fingerprint (temporaries: about 28 bytes each).
@@ -223,13 +226,13 @@ class Snapshot:
         return sum(t.numel() * t.element_size() for _, t in self.prints.values())
 
 
-def take_snapshot(model: nn.Module, plan: Plan | None = None, *,
-                  buffers: bool = False) -> Snapshot:
+def take_snapshot(model: nn.Module, resolved: Resolved, *, buffers: bool = False) -> Snapshot:
     """Fingerprint the frozen (and trainable) tensors of ``model``.
 
     Args:
-        model: the model.
-        plan: which parameters count as frozen (default: ``requires_grad`` right now).
+        model: the model (``resolved.model``).
+        resolved: which parameters count as frozen (``fl.resolve(model, plan)``; without a plan,
+            ``requires_grad`` right now) and which BatchNorms have fixed statistics.
         buffers: also watch the running statistics of every BatchNorm whose parameters are all
             frozen (or that has no parameters and fixed statistics), whether or not frostline
             fixed those statistics: that catches the statistics a ``model.train()`` updates.
@@ -238,13 +241,8 @@ def take_snapshot(model: nn.Module, plan: Plan | None = None, *,
         A :class:`Snapshot`; ``check()`` raises :class:`GuardError` naming what moved.
     """
     params = dict(model.named_parameters())
-    if plan is None:
-        trainable = {n for n, p in params.items() if p.requires_grad}
-        frozen_stats = frozen_stat_modules(model)
-    else:
-        mask = plan.mask_on(model)
-        trainable = {n for n, t in mask if t and n in params}
-        frozen_stats = set(mask.frozen_stats)
+    trainable = set(resolved.trainable_names()) & set(params)
+    frozen_stats = set(resolved.frozen_stats)
     frozen = [n for n in params if n not in trainable]
     if buffers:
         frozen += _watched_stats(model, trainable, frozen_stats)

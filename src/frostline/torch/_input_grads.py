@@ -21,12 +21,13 @@ from torch.utils._pytree import tree_map
 from torch.utils.hooks import RemovableHandle
 
 from .._errors import GroupError
-from ._groups import torch_groups
-from ._view import build_view
+from ..core.groups import Grouping
+from ..core.resolve import resolve
+from ._wrappers import unwrap
 
 
 def enable_input_grads(model: nn.Module, module: nn.Module | str | None = None,
-                       **group_options: Any) -> list[RemovableHandle]:
+                       grouping: Grouping | None = None) -> list[RemovableHandle]:
     """Make the output of ``model``'s input layer require gradients (for re-entrant checkpoints).
 
     Args:
@@ -34,7 +35,7 @@ def enable_input_grads(model: nn.Module, module: nn.Module | str | None = None,
         module: the layer whose output should require gradients (a module or its dotted path).
             Default: the model's ``get_input_embeddings()`` (transformers), else the modules of
             its first layer group (``fl.groups(model)[0]``, e.g. timm's ``patch_embed``).
-        **group_options: passed to ``fl.groups`` for the default.
+        grouping: how to build the groups, for the default (:class:`~frostline.Grouping`).
 
     Returns:
         The forward-hook handles; call ``.remove()`` on each to undo.
@@ -50,12 +51,12 @@ def enable_input_grads(model: nn.Module, module: nn.Module | str | None = None,
         >>> net[0](torch.ones(1, 2)).requires_grad
         True
     """
-    targets = _targets(model, module, group_options)
+    targets = _targets(unwrap(model), module, grouping)
     return [target.register_forward_hook(_outputs_require_grad) for target in targets]
 
 
 def _targets(model: nn.Module, module: nn.Module | str | None,
-             group_options: dict[str, Any]) -> list[nn.Module]:
+             grouping: Grouping | None) -> list[nn.Module]:
     if isinstance(module, nn.Module):
         return [module]
     if isinstance(module, str):
@@ -71,7 +72,7 @@ def _targets(model: nn.Module, module: nn.Module | str | None,
         found = embeddings()
         if isinstance(found, nn.Module):
             return [found]
-    first = torch_groups(model, build_view(model), **group_options)[0]
+    first = resolve(model, grouping=grouping).groups[0]
     named = dict(model.named_modules())
     targets = [named[path] for path in first.modules if path in named and path]
     if not targets:

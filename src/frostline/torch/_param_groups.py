@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import fnmatch
 import math
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 from torch import nn
 
 from .._errors import PlanError, SelectorError
-from ..core.groups import Groups
+from ..core.groups import Grouping, Groups
 from ..core.leaves import PARAM, Leaf, TreeView
 from ..core.norms import held_by_norm
+from ..core.resolve import Resolved, resolve
 from ..core.selectors import MatchContext, Selector, as_selector, explain_empty, where
-from ._groups import torch_groups
-from ._view import build_view
 
 
 class _DefaultNoDecay:
@@ -44,7 +43,7 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float = 0.0,
                  layer_decay: float | None = None,
                  no_decay: Selector | str | None | _DefaultNoDecay = DEFAULT_NO_DECAY, *,
                  min_scale: float = 0.0, groups: Groups | None = None,
-                 **group_options: Any) -> list[dict[str, Any]]:
+                 grouping: Grouping | None = None) -> list[dict[str, Any]]:
     """Optimizer parameter groups holding only the trainable parameters of ``model``.
 
     Args:
@@ -57,8 +56,9 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float = 0.0,
             "every parameter decays", or the default (biases, norm parameters, 1-d parameters, and
             the names the model's ``no_weight_decay()`` returns, as timm excludes them).
         min_scale: lower bound of ``lr_scale`` (timm's ``layer_decay_min_scale``).
-        groups: layer groups to decay over (default ``fl.groups(model, **group_options)``).
-        **group_options: passed to ``fl.groups`` (``coarse``, ``spec``, ...).
+        groups: layer groups to decay over and that ``group:`` selectors in ``no_decay`` refer
+            to (default ``fl.groups(model, grouping)``).
+        grouping: how to build those groups (:class:`~frostline.Grouping`).
 
     Returns:
         A list of dicts for ``torch.optim`` with ``params``, ``lr`` (``lr * lr_scale``), the
@@ -79,9 +79,9 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float = 0.0,
         ...                                                layer_decay=0.5)]
         [('1/no_decay', 0.5), ('1/decay', 0.5), ('2/no_decay', 1.0), ('2/decay', 1.0)]
     """
-    out = build_param_groups(model, lr, weight_decay=weight_decay, layer_decay=layer_decay,
-                             no_decay=no_decay, min_scale=min_scale, groups=groups,
-                             group_options=group_options)
+    out = build_param_groups(resolve(model, grouping=grouping), lr, weight_decay=weight_decay,
+                             layer_decay=layer_decay, no_decay=no_decay, min_scale=min_scale,
+                             groups=groups)
     if not out:
         raise PlanError(
             "no parameter of the model is trainable, so there is nothing to optimize; unfreeze "
@@ -90,18 +90,20 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float = 0.0,
     return out
 
 
-def build_param_groups(model: nn.Module, lr: float, *, weight_decay: float = 0.0,
+def build_param_groups(resolved: Resolved, lr: float, *, weight_decay: float = 0.0,
                        layer_decay: float | None = None,
                        no_decay: Selector | str | None | _DefaultNoDecay = DEFAULT_NO_DECAY,
                        min_scale: float = 0.0, groups: Groups | None = None,
-                       group_options: dict[str, Any] | None = None,
                        only: Collection[str] | None = None) -> list[dict[str, Any]]:
-    """:func:`param_groups` restricted to the parameter names in ``only`` (empty list allowed)."""
+    """:func:`param_groups` of a resolved model, restricted to the parameter names in ``only``
+    (an empty result allowed). Groups default to ``resolved.groups``, computed only if needed."""
     _check_rates(lr, weight_decay, layer_decay, min_scale)
-    view = build_view(model)
+    model, view = resolved.model, resolved.view
+    group_source: Groups | Callable[[], Groups] = (
+        groups if groups is not None else (lambda: resolved.groups))
     if groups is None and layer_decay is not None:
-        groups = torch_groups(model, view, **(group_options or {}))
-    excluded = _no_decay_names(model, view, no_decay, groups)
+        groups = resolved.groups
+    excluded = _no_decay_names(model, view, no_decay, group_source)
     scales = _layer_scales(view, groups, layer_decay, min_scale)
     buckets: dict[tuple[int, bool], dict[str, Any]] = {}
     for name, param in model.named_parameters():
@@ -141,11 +143,10 @@ def _check_rates(lr: float, weight_decay: float, layer_decay: float | None,
 
 def _no_decay_names(model: nn.Module, view: TreeView,
                     no_decay: Selector | str | None | _DefaultNoDecay,
-                    groups: Groups | None) -> set[str]:
+                    groups: Groups | Callable[[], Groups]) -> set[str]:
     if no_decay is None:
         return set()
-    ctx = MatchContext(view, groups if groups is not None else (
-        lambda: torch_groups(model, view)))
+    ctx = MatchContext(view, groups)
     if isinstance(no_decay, _DefaultNoDecay):
         selector: Selector = where(_one_dim_bias_or_norm, "bias, norm or 1-d")
         patterns = _model_no_weight_decay(model)

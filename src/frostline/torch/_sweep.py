@@ -29,11 +29,13 @@ import torch
 from torch import nn
 
 from .._errors import FrostlineError, PlanError
-from ..core.groups import Groups
+from ..core.groups import Grouping, Groups
 from ..core.leaves import PARAM, Leaf, TreeView
 from ..core.mask import Mask
 from ..core.norms import STAT_NAMES, is_batchnorm
 from ..core.plan import Plan
+from ..core.resolve import resolve
+from ._apply import apply_mask
 from ._backend import BACKEND
 
 Data = tuple[torch.Tensor, torch.Tensor]
@@ -207,7 +209,7 @@ class SweepResult:
 def sweep(make_model: Callable[[], nn.Module], train: Data, val: Data,
           settings: Sequence[Setting] | None = None, *, epochs: int = 5, batch_size: int = 32,
           lr: float = 3e-3, seed: int = 0, cache: bool = True, compare_uncached: bool = False,
-          progress: Progress | None = None, **group_options: Any) -> SweepResult:
+          progress: Progress | None = None, grouping: Grouping | None = None) -> SweepResult:
     """Train every setting on the same small budget and measure accuracy, time and memory.
 
     Args:
@@ -226,7 +228,7 @@ def sweep(make_model: Callable[[], nn.Module], train: Data, val: Data,
         compare_uncached: also run every setting without the cache first, and keep that run as
             ``result.baseline`` (``result.speedup`` is the ratio).
         progress: called with the setting's label after every epoch.
-        **group_options: passed to ``fl.groups`` (``coarse``, ``spec``, ...).
+        grouping: how to build the groups the settings refer to (:class:`~frostline.Grouping`).
 
     Returns:
         A :class:`SweepResult`.
@@ -249,7 +251,7 @@ def sweep(make_model: Callable[[], nn.Module], train: Data, val: Data,
                         f"batch_size={batch_size}.")
     torch.manual_seed(seed)
     reference = make_model()
-    groups = BACKEND.groups(reference, BACKEND.view(reference), **group_options)
+    groups = resolve(reference, grouping=grouping).groups
     settings = list(settings) if settings is not None else default_settings(len(groups))
     starts, why = sequential_starts(reference, groups)
     modes = [False, True] if cache and compare_uncached else [cache]
@@ -436,7 +438,7 @@ class _Trainer:
     def _phase(self, model: nn.Module, plan: Plan, epochs: int, order: torch.Generator,
                label: str) -> None:
         mask = self._mask(model, plan)
-        BACKEND.apply(model, mask, plan)
+        apply_mask(model, mask, plan)
         frozen = frozen_prefix(self.groups, mask, BACKEND.view(model))
         runner, boundary = self._runner(model, frozen)
         self.cached_groups = max(self.cached_groups, boundary)

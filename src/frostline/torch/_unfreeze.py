@@ -34,13 +34,11 @@ import torch
 from torch import nn
 
 from .._errors import CheckpointError, PlanError
-from ..core.groups import Groups
+from ..core.groups import Grouping, Groups
 from ..core.plan import Plan
+from ..core.resolve import Resolved, resolve
 from ..core.schedule import UnfreezeSchedule
-from ._apply import apply_mask
-from ._groups import torch_groups
 from ._param_groups import DEFAULT_NO_DECAY, build_param_groups
-from ._view import build_view
 
 _STATE_VERSION = 1
 
@@ -53,7 +51,8 @@ class Unfreezer:
         schedule: the schedule.
         lr: base learning rate of newly added groups (times their layer-wise ``lr_scale``).
         weight_decay, layer_decay, no_decay, min_scale: as for :func:`frostline.param_groups`.
-        **group_options: passed to ``fl.groups`` (``coarse``, ``spec``, ...).
+        grouping: how to build the groups the schedule counts and thaws
+            (:class:`~frostline.Grouping`; default: the model's own grouping).
 
     Example:
         >>> import torch, frostline as fl
@@ -69,19 +68,19 @@ class Unfreezer:
     def __init__(self, model: nn.Module, schedule: UnfreezeSchedule, *, lr: float,
                  weight_decay: float = 0.0, layer_decay: float | None = None,
                  no_decay: Any = DEFAULT_NO_DECAY, min_scale: float = 0.0,
-                 **group_options: Any) -> None:
+                 grouping: Grouping | None = None) -> None:
         if not isinstance(schedule, UnfreezeSchedule):
             raise PlanError(
                 f"expected an UnfreezeSchedule, got {type(schedule).__name__}; build one with "
                 "fl.UnfreezeSchedule.gradual(every=...) or fl.UnfreezeSchedule.from_plans(...)."
             )
-        self.model = model
+        resolved = resolve(model, grouping=grouping)
+        self.model = resolved.model
         self.schedule = schedule
+        self.grouping = grouping
         self._options = dict(lr=lr, weight_decay=weight_decay, layer_decay=layer_decay,
                              no_decay=no_decay, min_scale=min_scale)
-        self._group_options = group_options
-        view = build_view(model)
-        self.groups: Groups = torch_groups(model, view, **group_options)
+        self.groups: Groups = resolved.groups
         self.time = 0
         self.plan = schedule.plan_at(0, len(self.groups))
         self.added: list[dict[str, Any]] = []
@@ -89,7 +88,7 @@ class Unfreezer:
 
     def param_groups(self) -> list[dict[str, Any]]:
         """Parameter groups of what trains now, for building the optimizer at the start."""
-        return build_param_groups(self.model, groups=self.groups, **self._options)
+        return build_param_groups(self._resolved(), groups=self.groups, **self._options)
 
     def step(self, time: int, optimizer: torch.optim.Optimizer,
              scheduler: Any = None) -> list[dict[str, Any]]:
@@ -121,7 +120,8 @@ class Unfreezer:
                  if p.requires_grad and id(p) not in in_optimizer}
         if not fresh:
             return []
-        new = build_param_groups(self.model, groups=self.groups, only=fresh, **self._options)
+        new = build_param_groups(self._resolved(), groups=self.groups, only=fresh,
+                                 **self._options)
         self._add(optimizer, new, scheduler)
         return new
 
@@ -168,7 +168,12 @@ class Unfreezer:
         self._add(optimizer, restored, scheduler)
 
     def _apply(self, plan: Plan) -> None:
-        apply_mask(self.model, plan.evaluate(build_view(self.model), self.groups), plan)
+        resolved = self._resolved(plan)
+        resolved.backend.apply(resolved)
+
+    def _resolved(self, plan: Plan | None = None) -> Resolved:
+        """The model resolved (under ``plan``) with this unfreezer's grouping."""
+        return resolve(self.model, plan, self.grouping)
 
     def _add(self, optimizer: torch.optim.Optimizer, new: Sequence[dict[str, Any]],
              scheduler: Any) -> None:

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from ..core.leaves import BUFFER, PARAM, Leaf, Owner, TreeView
+from ._batchnorm import stats_frozen
 
 
 def build_view(model: nn.Module) -> TreeView:
@@ -22,6 +23,7 @@ def build_view(model: nn.Module) -> TreeView:
     """
     module_paths: list[str] = []
     module_classes: list[type] = []
+    fixed_stats: set[str] = set()
     raw: list[tuple[str, tuple[str, ...], tuple[Owner, ...], torch.Tensor, str]] = []
     # Depth-first, parents before children, every path of a shared module, as
     # named_modules(remove_duplicate=False) walks; a plain stack avoids its nested generators
@@ -33,6 +35,8 @@ def build_view(model: nn.Module) -> TreeView:
         chain = (*parents, Owner(path, type(module)))
         module_paths.append(path)
         module_classes.append(type(module))
+        if stats_frozen(module):
+            fixed_stats.add(path)
         prefix = path + "." if path else ""
         for key, tensor in module._parameters.items():
             if tensor is not None:
@@ -64,7 +68,8 @@ def build_view(model: nn.Module) -> TreeView:
             tied_to=tuple(a for a in aliases if a != name) if len(aliases) > 1 else (),
             index=index,
         ))
-    return TreeView(tuple(leaves), tuple(module_paths), tuple(module_classes))
+    return TreeView(tuple(leaves), tuple(module_paths), tuple(module_classes),
+                    frozenset(fixed_stats))
 
 
 def named_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
