@@ -163,11 +163,3 @@ def test_schedule_of_wrong_type_is_refused():
         FrostlineCallback({0: fl.Plan()})
     with pytest.raises(fl.PlanError, match="guard_every must be None or an int >= 1"):
         FrostlineCallback(fl.Plan(), guard_every=0)
-
-
-def test_docstring_examples_run():
-    import doctest
-
-    import frostline.integrations._hf_trainer
-
-    assert doctest.testmod(frostline.integrations._hf_trainer).failed == 0

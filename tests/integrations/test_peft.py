@@ -45,7 +45,7 @@ def layer_of(name: str) -> int | None:
 @pytest.mark.slow
 def test_lora_top_layers_and_head_train_save_and_load_in_one_plan(minilm_path, tmp_path):
     model = lora_minilm(minilm_path, seed=0)
-    PLAN.apply(model)
+    fl.apply(model, PLAN)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     expected = {n for n, _ in model.named_parameters()
                 if ("lora_" in n and layer_of(n) in LORA_LAYERS) or layer_of(n) in (4, 5)

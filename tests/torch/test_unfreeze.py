@@ -376,13 +376,3 @@ def test_scheduler_extended_with_a_partial_lambda_loads_into_one_built_before_th
     fresh_optimizer.add_param_group({"params": fresh_second.parameters(), "lr": 1.0})
     fl.extend_scheduler(fresh)
     assert len(fresh.lr_lambdas) == len(fresh.base_lrs) == 2
-
-
-def test_docstring_examples_run():
-    import doctest
-
-    import frostline.torch._param_groups
-    import frostline.torch._unfreeze
-
-    for module in (frostline.torch._unfreeze, frostline.torch._param_groups):
-        assert doctest.testmod(module).failed == 0

@@ -42,11 +42,13 @@ from torch import nn
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from .._api import snapshot
 from .._errors import CheckpointError, PlanError
+from ..core.groups import Grouping
 from ..core.plan import Plan
 from ..core.schedule import UnfreezeSchedule
 from ..torch._checkpoint import CheckpointInfo, load_trainable, save_trainable
-from ..torch._guard import Snapshot, take_snapshot
+from ..torch._guard import Snapshot
 from ..torch._param_groups import DEFAULT_NO_DECAY
 from ..torch._unfreeze import Unfreezer, extend_scheduler
 
@@ -69,7 +71,8 @@ class FrostlineCallback(TrainerCallback):
         save_trainable: write ``frostline-trainable.safetensors`` (and ``frostline-state.json``)
             into each checkpoint folder, and load them when resuming (refusing a folder
             without them).
-        **group_options: passed to ``fl.groups`` (``coarse``, ``spec``, ...).
+        grouping: how to build the groups (:class:`~frostline.Grouping`; default: the model's
+            own grouping).
 
     Attributes:
         unfreezer: the :class:`~frostline.Unfreezer` (built with the Trainer).
@@ -88,7 +91,7 @@ class FrostlineCallback(TrainerCallback):
     def __init__(self, plan_or_schedule: Plan | UnfreezeSchedule, *,
                  layer_decay: float | None = None, no_decay: Any = DEFAULT_NO_DECAY,
                  min_scale: float = 0.0, guard_every: int | None = None,
-                 save_trainable: bool = True, **group_options: Any) -> None:
+                 save_trainable: bool = True, grouping: Grouping | None = None) -> None:
         if isinstance(plan_or_schedule, Plan):
             plan_or_schedule = UnfreezeSchedule.from_plans({0: plan_or_schedule}, unit="step")
         if not isinstance(plan_or_schedule, UnfreezeSchedule):
@@ -103,7 +106,7 @@ class FrostlineCallback(TrainerCallback):
         self.guard_every = guard_every
         self.save_trainable = save_trainable
         self._options = dict(layer_decay=layer_decay, no_decay=no_decay, min_scale=min_scale)
-        self._group_options = group_options
+        self.grouping = grouping
         self.unfreezer: Unfreezer | None = None
         self.optimizer: Any = None
         self.snapshot: Snapshot | None = None
@@ -128,7 +131,7 @@ class FrostlineCallback(TrainerCallback):
         self._args = args
         self.unfreezer = Unfreezer(model, self.schedule, lr=args.learning_rate,
                                    weight_decay=args.weight_decay, **self._options,
-                                   **self._group_options)
+                                   grouping=self.grouping)
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: nn.Module = None,
                        optimizer: Any = None, lr_scheduler: Any = None, **kwargs: Any) -> None:
@@ -145,7 +148,7 @@ class FrostlineCallback(TrainerCallback):
             self._load_beside(args, state, model)
         self._thaw(self._time(state), optimizer, lr_scheduler)
         if self.guard_every is not None:
-            self.snapshot = take_snapshot(model, buffers=True)
+            self.snapshot = self._snapshot()
 
     def on_epoch_begin(self, args: Any, state: Any, control: Any, optimizer: Any = None,
                        lr_scheduler: Any = None, **kwargs: Any) -> None:
@@ -161,7 +164,7 @@ class FrostlineCallback(TrainerCallback):
                     **kwargs: Any) -> None:
         if self.snapshot is not None and state.global_step % self.guard_every == 0:
             self.snapshot.check()
-            self.snapshot = take_snapshot(model, buffers=True)
+            self.snapshot = self._snapshot()
 
     def on_save(self, args: Any, state: Any, control: Any, model: nn.Module = None,
                 **kwargs: Any) -> None:
@@ -170,7 +173,7 @@ class FrostlineCallback(TrainerCallback):
         folder = _checkpoint_folder(args, state)
         os.makedirs(folder, exist_ok=True)
         save_trainable(model, os.path.join(folder, TRAINABLE_FILE), plan=self.unfreezer.plan,
-                       **self._group_options)
+                       grouping=self.grouping)
         record = {"run": self._run, "global_step": state.global_step,
                   "unfreezer": self.unfreezer.state_dict()}
         with open(os.path.join(folder, STATE_FILE), "w") as handle:
@@ -229,7 +232,10 @@ class FrostlineCallback(TrainerCallback):
         added = self.unfreezer.step(time, _inner(optimizer), scheduler)
         if self.snapshot is not None and (added or self.unfreezer.plan != before):
             self.snapshot.check()
-            self.snapshot = take_snapshot(self.unfreezer.model, buffers=True)
+            self.snapshot = self._snapshot()
+
+    def _snapshot(self) -> Snapshot:
+        return snapshot(self.unfreezer.model, buffers=True, grouping=self.grouping)
 
     def _load_beside(self, args: Any, state: Any, model: nn.Module) -> None:
         """Load the trainable-only checkpoint of the step resumed from."""
@@ -253,7 +259,7 @@ class FrostlineCallback(TrainerCallback):
                 f"from (run {run}, not {self._resumed_run}); resume from a checkpoint inside "
                 "args.output_dir, or point output_dir at the run being resumed."
             )
-        self.loaded = load_trainable(model, path, **self._group_options)
+        self.loaded = load_trainable(model, path, grouping=self.grouping)
 
 
 def _inner(optimizer: Any) -> Any:
