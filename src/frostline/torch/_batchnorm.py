@@ -20,7 +20,9 @@ def is_batchnorm_module(module: nn.Module) -> bool:
 
 def stats_frozen(module: nn.Module) -> bool:
     """True when frostline has fixed this module's running statistics."""
-    return getattr(module, _MARK, None) is not None
+    # The mark lives in the instance dict; a lookup there avoids nn.Module.__getattr__'s
+    # exception for every module that has none (the tree view asks every module).
+    return module.__dict__.get(_MARK) is not None
 
 
 def frozen_stat_modules(model: nn.Module) -> set[str]:
