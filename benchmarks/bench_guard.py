@@ -4,7 +4,8 @@ Part 1 (time): a ViT-B/16 (``vit_base_patch16_224``, random weights) locked to i
 trains with AdamW on a batch of 2 images at 224x224. Interleaved, median over repeats:
 
 * one training step (forward + backward + optimizer step),
-* ``fl.snapshot(model)`` (fingerprints every parameter, frozen and trainable),
+* ``fl.snapshot(model, optimizer=optimizer)`` (fingerprints every parameter, frozen and
+  trainable, and checks the optimizer's param groups),
 * ``snapshot.check()``,
 * a copy-based guard for comparison: cloning the frozen parameters, then ``torch.equal`` on each.
 
@@ -14,8 +15,8 @@ Part 2 (memory): bytes a snapshot keeps, on the device and in Python (``tracemal
 ViT-S and ViT-B (different parameter counts, same tensor count) and a deeper ViT-B (more
 tensors): bytes per tensor must stay flat whatever the parameter count.
 
-Run: ``.venv/bin/python benchmarks/bench_guard.py`` (``--quick`` for a smoke run; on a GPU
-``--device cuda --batch 32 --repeats 20``).
+Run: ``.venv/bin/python benchmarks/bench_guard.py`` (``--quick`` for a smoke run,
+``--time-only`` to skip part 2; on a GPU ``--device cuda --batch 32 --repeats 20``).
 """
 
 from __future__ import annotations
@@ -32,13 +33,14 @@ from torch import nn
 import frostline as fl
 
 
-def timed(fn, device: str) -> float:
+def timed(fn, device: str) -> tuple[float, float]:
+    """Wall seconds and CPU seconds of this process (all threads) for one call of ``fn``."""
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     sync()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     fn()
     sync()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def copy_guard(model: nn.Module) -> None:
@@ -65,29 +67,32 @@ def part_time(repeats: int, batch: int, size: int, device: str) -> None:
     holder = {}
     cases = {
         "training step": step,
-        "fl.snapshot": lambda: holder.__setitem__("snap", fl.snapshot(model)),
+        "fl.snapshot": lambda: holder.__setitem__("snap", fl.snapshot(model,
+                                                                      optimizer=optimizer)),
         "snapshot.check": lambda: holder["snap"].check(),
         "copy-based guard": lambda: copy_guard(model),
     }
     step()
-    holder["snap"] = fl.snapshot(model)
-    times: dict[str, list[float]] = {name: [] for name in cases}
+    holder["snap"] = fl.snapshot(model, optimizer=optimizer)
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in cases}
     for _ in range(repeats):
         for name, fn in cases.items():
             times[name].append(timed(fn, device))
-    median = {name: statistics.median(ts) for name, ts in times.items()}
+    median = {name: statistics.median(t for t, _ in ts) for name, ts in times.items()}
+    cpu = {name: statistics.median(c for _, c in ts) for name, ts in times.items()}
     params = sum(p.numel() for p in model.parameters())
     frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
     print(f"vit_base_patch16_224 at {size}x{size}, batch {batch} on {device}: "
           f"{params / 1e6:.1f}M parameters ({frozen / 1e6:.1f}M frozen), "
           f"{len(list(model.parameters()))} tensors, {torch.get_num_threads()} threads, "
           f"{repeats} repeats (median)")
-    print("| operation | median s | ratio to one training step |")
-    print("|---|---:|---:|")
+    print("| operation | median s | ratio to one training step | CPU s | CPU-time ratio |")
+    print("|---|---:|---:|---:|---:|")
+    median["fl.guard (snapshot + check)"] = median["fl.snapshot"] + median["snapshot.check"]
+    cpu["fl.guard (snapshot + check)"] = cpu["fl.snapshot"] + cpu["snapshot.check"]
     for name, value in median.items():
-        print(f"| {name} | {value:.4f} | {value / median['training step']:.3f} |")
-    guard = median["fl.snapshot"] + median["snapshot.check"]
-    print(f"| fl.guard (snapshot + check) | {guard:.4f} | {guard / median['training step']:.3f} |")
+        print(f"| {name} | {value:.4f} | {value / median['training step']:.3f} | "
+              f"{cpu[name]:.4f} | {cpu[name] / cpu['training step']:.3f} |")
 
 
 def snapshot_bytes(model: nn.Module) -> tuple[int, int, int]:
@@ -124,13 +129,15 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="where the model lives (cpu, cuda)")
     parser.add_argument("--batch", type=int, default=2, help="images per training step")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per operation")
+    parser.add_argument("--time-only", action="store_true", help="skip the memory part")
     args = parser.parse_args()
     if args.quick:
         part_time(repeats=2, batch=1, size=64, device=args.device)
     else:
         part_time(repeats=args.repeats, batch=args.batch, size=224, device=args.device)
-    print()
-    part_memory(args.quick)
+    if not args.time_only:
+        print()
+        part_memory(args.quick)
 
 
 if __name__ == "__main__":

@@ -58,9 +58,13 @@ class ModuleList(Module):
     pass
 
 
+class Sequential(Module):
+    pass
+
+
 MODULE_CLASSES = {cls.__name__: cls for cls in (
     Module, Linear, Embedding, LayerNorm, FancyLayerNorm, BatchNorm2d, Attention, MLP, Block,
-    ModuleList)}
+    ModuleList, Sequential)}
 
 
 def _tree_view(leaves, classes):

@@ -246,34 +246,42 @@ def _first_leaf(*parts: Any) -> Any:
     return None
 
 
-def snapshot(model: Any, plan: Plan | Mask | None = None, *, buffers: bool = False,
-             grouping: Grouping | None = None) -> Any:
+def snapshot(model: Any, plan: Plan | Mask | None = None, *, buffers: bool = True,
+             grouping: Grouping | None = None, optimizer: Any = None) -> Any:
     """Fingerprint ``model`` now, so a later ``.check()`` proves frozen tensors did not move.
 
     Args:
         model: the model (PyTorch module, or a JAX model/pytree).
         plan: which leaves count as frozen (default: the model's current state).
-        buffers: also watch BatchNorm running statistics of BatchNorms whose parameters are frozen.
+        buffers: watch the running statistics of BatchNorms whose statistics are fixed or whose
+            parameters are frozen (``False``: parameters only).
         grouping: how to build the groups the plan's group selectors refer to.
+        optimizer: PyTorch: also require that the optimizer holds every trainable parameter
+            and no frozen one (checked now and at ``check()``).
 
     Returns:
         A snapshot object with ``check(model=None, *, require_trainable_moved=False)`` that
         raises :class:`GuardError` naming every frozen tensor that moved.
+
+    Raises:
+        GuardError: ``optimizer`` holds a frozen parameter or misses a trainable one.
     """
     resolved = resolve(model, plan, grouping)
     if not hasattr(resolved.backend, "snapshot"):
         raise BackendError(f"the {resolved.backend.name} backend has no guard.")
-    return resolved.backend.snapshot(resolved, buffers=buffers)
+    return resolved.backend.snapshot(resolved, buffers=buffers, optimizer=optimizer)
 
 
 @contextlib.contextmanager
-def guard(model: Any, plan: Plan | Mask | None = None, *, buffers: bool = False,
+def guard(model: Any, plan: Plan | Mask | None = None, *, buffers: bool = True,
           require_trainable_moved: bool = False,
-          grouping: Grouping | None = None) -> Iterator[Any]:
+          grouping: Grouping | None = None, optimizer: Any = None) -> Iterator[Any]:
     """Raise :class:`GuardError` after the block if any frozen tensor of ``model`` moved.
 
     JAX models are immutable: hand the trained model to the yielded snapshot inside the block
     (``model = snap.update(new_model)``); Flax NNX modules change in place and need nothing.
+    Arguments as :func:`snapshot`; ``require_trainable_moved`` also requires every trainable
+    parameter to have moved.
 
     Example:
         >>> import torch, frostline as fl
@@ -282,7 +290,7 @@ def guard(model: Any, plan: Plan | Mask | None = None, *, buffers: bool = False,
         >>> with fl.guard(net):
         ...     net(torch.ones(1, 2)).sum().backward()
     """
-    snap = snapshot(model, plan, buffers=buffers, grouping=grouping)
+    snap = snapshot(model, plan, buffers=buffers, grouping=grouping, optimizer=optimizer)
     yield snap
     snap.check(require_trainable_moved=require_trainable_moved)
 

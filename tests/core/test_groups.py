@@ -63,6 +63,17 @@ def test_auto_groups_without_repeated_blocks_is_one_group(make_view):
     assert found.groups[0].leaf_names == ("a.weight", "b.weight")
 
 
+def test_a_sequential_without_repeated_blocks_is_grouped_in_declared_order(make_view):
+    view = make_view(["0.weight", "0.bias", "1.weight", ("1.running_mean", "buffer", (2,)),
+                      "2.weight", "3.weight"],
+                     {"": "Sequential", "0": "Linear", "1": "BatchNorm2d", "2": "Embedding",
+                      "3": "LayerNorm"})
+    found = auto_groups(view)
+    assert [g.leaf_names for g in found] == [
+        ("0.weight", "0.bias", "1.weight", "1.running_mean"), ("2.weight", "3.weight")]
+    assert found.source == "auto"
+
+
 def test_group_parameter_names_exclude_buffers(toy_view, toy_groups):
     head = toy_groups["head"]
     assert head.parameter_names == ("bn.weight", "bn.bias", "head.weight", "head.bias")

@@ -69,6 +69,34 @@ def test_snapshot_fingerprints_live_on_the_cuda_device():
     assert snap.nbytes == 16 * len(list(model.parameters()))
 
 
+def test_the_accelerator_hash_on_cuda_equals_its_evaluation_on_the_cpu():
+    from frostline.torch._fingerprint import _CHUNK, device_fingerprints
+
+    generator = torch.Generator().manual_seed(0)
+    tensors = [torch.randn(2 * _CHUNK + 3, generator=generator),
+               torch.randint(-9, 9, (7,), generator=generator),
+               torch.randn(33, generator=generator).bfloat16(),
+               torch.randn(5, dtype=torch.float64, generator=generator)]
+    on_cuda = device_fingerprints([t.cuda() for t in tensors])
+    assert on_cuda.is_cuda
+    assert torch.equal(on_cuda.cpu(), device_fingerprints(tensors))
+
+
+def test_guard_on_cuda_catches_changes_in_the_former_null_space():
+    layer = torch.nn.Linear(1024, 8192).cuda().requires_grad_(False)
+    snap = fl.snapshot(layer)
+    with torch.no_grad():
+        bits = layer.weight.view(-1).view(torch.int32)
+        bits[5000:5003] += torch.tensor([1, -2, 1], dtype=torch.int32, device="cuda")
+    with pytest.raises(fl.GuardError, match="1 frozen parameters moved: 'weight'"):
+        snap.check()
+    snap = fl.snapshot(layer)
+    with torch.no_grad():
+        flat = layer.weight.view(-1)
+        flat[[7, (1 << 22) + 7]] = flat[[(1 << 22) + 7, 7]].clone()
+    assert snap.moved() == {"weight"}
+
+
 def test_trainable_checkpoint_from_cuda_restores_identical_outputs(tmp_path):
     model = _resnet()
     fl.lock(model, unlocked_groups=2)

@@ -79,10 +79,69 @@ def test_a_sequential_head_is_not_mistaken_for_a_trunk_stage():
     assert found["head"].modules == ("head",)
 
 
-def test_a_model_without_repeated_blocks_is_one_group():
+class TwoLayers(nn.Module):
+    """No repeated blocks and no declared order: the head is defined first but runs last."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(3, 2)
+        self.conv = nn.Conv1d(4, 3, 1)
+
+    def forward(self, x):
+        return self.head(self.conv(x).mean(-1))
+
+
+def test_a_sequential_without_repeated_blocks_is_grouped_by_its_children():
     found = fl.groups(nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Conv1d(3, 3, 1)))
+    assert [g.parameter_names for g in found] == [("0.weight", "0.bias"), ("2.weight", "2.bias")]
+    assert "in the order the Sequential '<root>' declares" in found.notes[0]
+
+
+def test_lock_one_on_linear_batchnorm_linear_trains_only_the_last_linear():
+    model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.Linear(3, 2))
+    fl.lock(model, 1, freeze_bn_stats=True)
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == ["2.weight", "2.bias"]
+    assert fl.groups(model)[0].leaf_names == (
+        "0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean", "1.running_var",
+        "1.num_batches_tracked")
+    model.train()
+    before = model[1].running_mean.clone()
+    model(torch.randn(5, 4))
+    assert torch.equal(before, model[1].running_mean)
+
+
+def test_parameterless_and_normalisation_children_join_the_layer_before_them():
+    model = nn.Sequential(nn.BatchNorm1d(2, affine=False), nn.Linear(2, 3), nn.GELU(),
+                          nn.LayerNorm(3), nn.Conv1d(3, 3, 1), nn.Dropout(), nn.Linear(3, 1))
+    found = fl.groups(model)
+    assert [g.parameter_names for g in found] == [
+        ("1.weight", "1.bias", "3.weight", "3.bias"), ("4.weight", "4.bias"),
+        ("6.weight", "6.bias")]
+    assert found[0].leaf_names[:3] == ("0.running_mean", "0.running_var", "0.num_batches_tracked")
+
+
+def test_a_module_without_blocks_or_declared_order_is_one_group_and_refuses_lock():
+    model = TwoLayers()
+    found = fl.groups(model)
     assert found.names == ["all"]
-    assert "no repeated blocks" in found.notes[0]
+    assert "no repeated blocks and no declared layer order" in found.notes[0]
+    with pytest.raises(fl.GroupError, match=r"cannot unlock 1 of the model's groups: it is one "
+                                            r"group .* example_input="):
+        fl.lock(model, 1)
+    assert all(p.requires_grad for p in model.parameters())
+    fl.lock(model, 0)
+    assert not any(p.requires_grad for p in model.parameters())
+
+
+def test_with_an_example_input_the_children_are_grouped_in_the_order_they_ran():
+    model = TwoLayers()
+    found = fl.groups(model, example_input=torch.zeros(1, 4, 5))
+    assert [g.parameter_names for g in found] == [("conv.weight", "conv.bias"),
+                                                  ("head.weight", "head.bias")]
+    assert "in the order they ran (traced)" in found.notes[0]
+    fl.lock(model, 1, example_input=torch.zeros(1, 4, 5))
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == ["head.weight",
+                                                                          "head.bias"]
 
 
 def test_a_trace_that_fails_says_what_input_is_expected():

@@ -1,4 +1,4 @@
-"""The JAX guard: fingerprints taken on device name every frozen leaf that moved."""
+"""The JAX guard: fingerprints of the bytes name every frozen leaf that moved."""
 
 from __future__ import annotations
 
@@ -110,23 +110,78 @@ def nnx_train(model, plan):
 def test_nnx_guard_rereads_the_live_module():
     model = NnxNet()
     plan = fl.Plan.lock(2)
-    with fl.guard(model, plan, require_trainable_moved=True):
+    with fl.guard(model, plan, buffers=False, require_trainable_moved=True):
         nnx_train(model, plan)
 
 
-def test_nnx_guard_with_buffers_catches_statistics_of_frozen_batchnorms():
+def test_nnx_guard_catches_statistics_of_frozen_batchnorms_by_default():
     model = NnxNet()
     plan = fl.Plan.lock(2)
-    with pytest.raises(fl.GuardError, match="blocks.0.bn.mean, blocks.0.bn.var") as info:
-        with fl.guard(model, plan, buffers=True):
+    with pytest.raises(fl.GuardError, match=r"^4 BatchNorm statistics of frozen BatchNorms moved: "
+                                            "blocks.0.bn.mean, blocks.0.bn.var") as info:
+        with fl.guard(model, plan):
             nnx_train(model, plan)
     assert "blocks.2.bn.mean" not in str(info.value)
 
 
-def test_nnx_guard_with_buffers_passes_once_frozen_batchnorms_are_in_inference():
+def test_nnx_guard_passes_once_frozen_batchnorms_are_in_inference():
     model = NnxNet()
     plan = fl.Plan.lock(2)
     fl.frozen_bn_inference(model, plan)
-    with fl.guard(model, plan, buffers=True):
+    with fl.guard(model, plan):
         nnx_train(model, plan)
     assert not np.array_equal(np.asarray(model.blocks[2].bn.mean[...]), np.zeros(4))
+
+
+def test_plus_one_minus_two_plus_one_ulp_on_neighbours_is_caught():
+    frozen = jnp.linspace(1.0, 2.0, 10_000, dtype=jnp.float32)
+    bits = jax.lax.bitcast_convert_type(frozen, jnp.int32)
+    changed = jax.lax.bitcast_convert_type(bits.at[5000:5003].add(jnp.array([1, -2, 1])),
+                                           jnp.float32)
+    snap = fl.snapshot({"frozen": frozen, "head": jnp.ones(2)}, fl.Plan().freeze("frozen"))
+    with pytest.raises(fl.GuardError, match="1 frozen leaves moved: frozen"):
+        snap.check({"frozen": changed, "head": jnp.ones(2)})
+
+
+def test_one_and_two_swapped_4096_apart_are_caught():
+    frozen = jnp.zeros(10_000, jnp.float32).at[100].set(1.0).at[4196].set(2.0)
+    snap = fl.snapshot({"frozen": frozen, "head": jnp.ones(2)}, fl.Plan().freeze("frozen"))
+    swapped = frozen.at[100].set(2.0).at[4196].set(1.0)
+    with pytest.raises(fl.GuardError, match="1 frozen leaves moved: frozen"):
+        snap.check({"frozen": swapped, "head": jnp.ones(2)})
+
+
+def test_a_dtype_cast_of_frozen_leaves_is_named_as_a_cast():
+    model = eqx_net()
+    plan = fl.Plan.lock(1)
+    snap = fl.snapshot(model, plan)
+    cast = jax.tree_util.tree_map(
+        lambda x: x.astype(jnp.bfloat16) if eqx.is_inexact_array(x) else x, model)
+    with pytest.raises(fl.GuardError, match=r"frozen leaves changed dtype or shape since the "
+                                            r"snapshot: .*\(float32\[.*\] -> bfloat16\["):
+        snap.check(cast)
+
+
+def test_the_jax_guard_refuses_an_optimizer_argument():
+    with pytest.raises(fl.GuardError, match="takes no optimizer"):
+        fl.snapshot(eqx_net(), fl.Plan.lock(1), optimizer=optax.adam(1e-3))
+
+
+def test_rounding_frozen_leaves_through_bfloat16_is_named_as_precision_loss():
+    frozen = jax.random.normal(jax.random.key(0), (16,))
+    snap = fl.snapshot({"frozen": frozen, "head": jnp.ones(2)}, fl.Plan().freeze("frozen"))
+    rounded = frozen.astype(jnp.bfloat16).astype(jnp.float32)
+    with pytest.raises(fl.GuardError, match=r"1 frozen leaves moved, and every value now fits a "
+                                            r"lower precision: frozen \(bfloat16\)"):
+        snap.check({"frozen": rounded, "head": jnp.ones(2)})
+
+
+def test_bfloat16_updates_rounded_away_are_named_as_precision_loss():
+    head = jnp.full(4, 1.0, jnp.bfloat16)
+    tree = {"frozen": jnp.zeros(2), "head": head}
+    snap = fl.snapshot(tree, fl.Plan().freeze("frozen"))
+    updated = {"frozen": tree["frozen"], "head": head + jnp.bfloat16(1e-4)}
+    assert bool(jnp.array_equal(updated["head"], head))
+    with pytest.raises(fl.GuardError, match=r"1 trainable parameters did not move: head\. .* 1 of "
+                                            r"them are bfloat16: .*precision loss"):
+        snap.check(updated, require_trainable_moved=True)

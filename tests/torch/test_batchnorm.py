@@ -77,6 +77,20 @@ def test_frozen_stats_stay_fixed_in_training_mode(norm, dims):
         assert_same(state, bn_state(bn))
 
 
+def test_frozen_stats_stay_fixed_when_code_sets_training_directly():
+    """Code that bypasses train() (``module.training = True``) meets the forward pre-hook."""
+    model = ConvNet()
+    norms = frozen_and_trained(model)
+    before = [bn_state(n) for n in norms]
+    for module in model.modules():
+        module.training = True
+    with fl.guard(model):
+        model(batch())
+    for bn, state in zip(norms, before):
+        assert not bn.training
+        assert_same(state, bn_state(bn))
+
+
 def test_trainable_batchnorm_keeps_updating_its_statistics():
     model = ConvNet()
     fl.lock(model, unlocked_groups=2, freeze_bn_stats=True)

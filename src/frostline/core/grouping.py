@@ -2,8 +2,13 @@
 
 Automatic detection finds the trunk (the longest run of same-type blocks, by parameters held),
 puts every leaf that runs before it in a ``stem`` group, each block in its own group, and every
-leaf after it in a ``head`` group. It needs only module paths and classes, so every backend
-shares it.
+leaf after it in a ``head`` group. A model without repeated blocks gets the order it declares:
+the children of a ``Sequential`` (or, with an example input traced, the children of any root in
+the order they ran), one group per layer with weights; a child without parameters (an
+activation holding no tensor, a BatchNorm without affine parameters) and a normalisation layer
+join the group of the layer before them, so ``Sequential(Linear, BatchNorm1d, ReLU, Linear)``
+is two groups, ``[Linear + BatchNorm1d]`` and ``[Linear]``. Only when neither applies is the
+model one group. It needs only module paths and classes, so every backend shares it.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ from typing import Any
 
 from .._errors import GroupError
 from .groups import Group, Groups, minimal_modules
-from .leaves import PARAM, Leaf, TreeView
+from .leaves import PARAM, Leaf, Owner, TreeView
+from .norms import is_norm
 from .selectors import MatchContext, Selector, as_selector, explain_empty
 
 
@@ -235,9 +241,14 @@ def auto_groups(view: TreeView, order: Mapping[str, int] | None = None,
     numel = _subtree_numel(leaves)
     run = _best_run(leaves, classes, numel)
     if run is None:
+        declared = _declared_groups(leaves, classes, traced=bool(order))
+        if declared is not None:
+            members, where = declared
+            return build_groups(view, members, None, "auto", [
+                f"auto: no repeated blocks; {len(members)} groups in the order {where} "
+                "(normalisation and parameterless layers join the layer before them)"])
         every = [leaf.name for leaf in leaves]
-        return build_groups(view, [every], ["all"], "auto",
-                            ["auto: no repeated blocks found; the whole model is one group"])
+        return build_groups(view, [every], ["all"], "auto", [f"auto: {_ONE_GROUP}"])
     block_members: dict[str, list[str]] = {child: [] for child in run.children}
     stem, head = [], []
     first_block_seen = False
@@ -270,6 +281,61 @@ def auto_groups(view: TreeView, order: Mapping[str, int] | None = None,
         "auto: order from " + ("tracing the example input" if order else "definition order"),
     ]
     return build_groups(view, members, names, "auto", notes)
+
+
+_ONE_GROUP = "no repeated blocks and no declared layer order; the whole model is one group"
+_ORDERED = frozenset({"Sequential"})
+
+
+def _declared_groups(leaves: Sequence[Leaf], classes: Mapping[str, type], traced: bool
+                     ) -> tuple[list[list[str]], str] | None:
+    """One group per child of the model's ordered container (see the module docstring).
+
+    The container is the root, or the module reached from it through children that are alone
+    in their parent; it must be a ``Sequential`` unless ``traced`` (execution order is known).
+    Returns the groups' leaf names and where the order came from, or None (fewer than 2 groups).
+    """
+    depth, parent = 0, ""
+    while True:
+        units = _units(leaves, depth)
+        if len(units) != 1 or all(len(leaf.path) <= depth + 1 for leaf in leaves):
+            break
+        parent = next(iter(units))
+        depth += 1
+    cls = classes.get(parent)
+    if not traced and (cls is None or cls.__name__ not in _ORDERED):
+        return None
+    members: list[list[str]] = []
+    pending: list[str] = []
+    for key, unit in units.items():
+        names = [leaf.name for leaf in unit]
+        if len(unit[0].path) == depth + 1:  # a tensor of the container itself, not a child
+            pending += names
+            continue
+        joins_before = is_norm(Owner(key, classes[key])) or all(
+            leaf.kind != PARAM for leaf in unit)
+        if joins_before and members:
+            members[-1] += names
+        elif joins_before:
+            pending += names
+        else:
+            members.append(pending + names)
+            pending = []
+    if members:
+        members[-1] += pending
+    if len(members) < 2:
+        return None
+    if traced or cls is None:
+        return members, "they ran (traced)"
+    return members, f"the {cls.__name__} '{parent or '<root>'}' declares"
+
+
+def _units(leaves: Sequence[Leaf], depth: int) -> dict[str, list[Leaf]]:
+    """Leaves by the child (key path of length ``depth + 1``) they sit in, in leaf order."""
+    out: dict[str, list[Leaf]] = {}
+    for leaf in leaves:
+        out.setdefault(".".join(leaf.path[:depth + 1]), []).append(leaf)
+    return out
 
 
 def _ordered_leaves(view: TreeView, order: Mapping[str, int] | None) -> list[Leaf]:

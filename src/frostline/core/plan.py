@@ -204,7 +204,8 @@ class Plan:
 
         Raises:
             SelectorError: a rule matches nothing (unless it allows that), with the closest names.
-            GroupError: ``unlocked_groups`` exceeds the number of groups.
+            GroupError: ``unlocked_groups`` exceeds the number of groups, or is positive on a
+                model that is one group (the lock would freeze nothing).
             TiedWeightError: two paths of one shared tensor end up in different states.
         """
         state = start if start is not None else current_state(view)
@@ -223,6 +224,16 @@ class Plan:
             raise GroupError(
                 f"cannot unlock {self.unlocked_groups} groups: the model has {len(ctx.groups)} "
                 f"groups ({', '.join(ctx.groups.names)}); use 0..{len(ctx.groups)}."
+            )
+        if self.unlocked_groups and len(ctx.groups) == 1:
+            from .._errors import GroupError
+
+            raise GroupError(
+                f"cannot unlock {self.unlocked_groups} of the model's groups: it is one group "
+                f"({'; '.join(ctx.groups.notes) or ctx.groups.source}), so the lock would train "
+                "everything and freeze nothing. Name the groups (spec=[selector, ...]), pass "
+                "example_input= so layers are ordered as they run, or write the plan with "
+                "freeze/unfreeze rules."
             )
         inside = self._inside(ctx)
         trainable = [True if inside[i] else start.trainable[i] for i in range(len(view))]

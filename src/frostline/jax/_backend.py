@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .._errors import BackendError, PlanError
+from .._errors import BackendError, GuardError, PlanError
 from ..core.groups import Grouping, Groups
 from ..core.leaves import TreeView
 from ..core.mask import Mask
@@ -67,7 +67,13 @@ class JaxBackend:
     def combine(self, trainable: Any, frozen: Any) -> Any:
         return join(trainable, frozen)
 
-    def snapshot(self, resolved: Resolved, *, buffers: bool = False) -> JaxSnapshot:
+    def snapshot(self, resolved: Resolved, *, buffers: bool = True,
+                 optimizer: Any = None) -> JaxSnapshot:
+        if optimizer is not None:
+            raise GuardError(
+                "the JAX guard takes no optimizer=: an optax optimizer holds no parameters. Give "
+                "it only the trainable half from fl.partition, and the frozen leaves can't move."
+            )
         if not resolved.decided:
             raise PlanError(
                 "JAX models carry no trainable flags, so the guard needs the plan (or mask) that "

@@ -1,8 +1,10 @@
-"""The JAX guard: prove that frozen leaves did not move, from cheap on-device fingerprints.
+"""The JAX guard: prove that frozen leaves did not move, from fingerprints of their bytes.
 
-A fingerprint is two position-weighted 32-bit checksums of a leaf's raw bits, computed by one
-jitted reduction over all watched leaves where the arrays live; only 8 bytes per leaf come back
-to the host, and no copy of the model is kept. Any change of a single element changes both sums.
+A fingerprint is the XXH3-128 digest (``xxhash``) of a leaf's raw bytes, with its shape and
+dtype: a change of any number of elements leaves it the same with probability near 2**-128,
+and no copy of the model is kept (16 bytes per leaf). The bytes are hashed on the host, where
+arrays on the CPU are read in place; arrays on an accelerator are copied to the host once per
+snapshot and check.
 
 JAX models are immutable: a training step returns a new model. Give it to the snapshot, either
 as ``snap.check(new_model)`` or, inside ``fl.guard``, as ``model = snap.update(new_model)`` (the
@@ -12,61 +14,38 @@ guard checks the last model given when the block ends). Flax NNX modules change 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import xxhash
 
-from .._errors import GuardError, PlanError
+from .._errors import GuardError
 from ..core.leaves import BUFFER, PARAM, TreeView
 from ..core.mask import Mask
 from ..core.norms import is_batchnorm
-from ..core.plan import Plan
-from ._mask import resolve_mask
-from ._models import arrays_of, is_nnx, view_of
-
-_MIX_A = np.uint32(2654435761)
-_MIX_B = np.uint32(2246822519)
+from ._models import arrays_of, is_nnx
 
 
-def _words(x: jax.Array) -> jax.Array:
-    """The raw bits of ``x`` as a flat uint32 vector."""
+def _host_bytes(x: Any) -> memoryview:
+    """The raw bytes of an array, on the host (no copy for a contiguous CPU array)."""
     if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
         x = jax.random.key_data(x)
-    if x.dtype == jnp.bool_:
-        x = x.astype(jnp.uint8)
-    if jnp.iscomplexobj(x):
-        x = jnp.stack([x.real, x.imag])
-    size = x.dtype.itemsize
-    if size >= 4:
-        return jax.lax.bitcast_convert_type(x, jnp.uint32).ravel()
-    narrow = jnp.uint16 if size == 2 else jnp.uint8
-    return jax.lax.bitcast_convert_type(x, narrow).astype(jnp.uint32).ravel()
+    data = np.ascontiguousarray(np.asarray(x))
+    return memoryview(data.reshape(-1).view(np.uint8))
 
 
-def _fingerprint(x: jax.Array) -> jax.Array:
-    words = _words(x)
-    index = jnp.arange(words.size, dtype=jnp.uint32)
-    odd_a = index * _MIX_A * np.uint32(2) + np.uint32(1)
-    odd_b = index * _MIX_B * np.uint32(2) + np.uint32(1)
-    mixed = words ^ (words >> np.uint32(15))
-    return jnp.stack([jnp.sum(words * odd_a, dtype=jnp.uint32),
-                      jnp.sum(mixed * odd_b, dtype=jnp.uint32)])
+def fingerprints(arrays: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], str, int]]:
+    """``name -> (shape, dtype, XXH3-128 of the bytes)`` for every array.
 
-
-@jax.jit
-def _fingerprints(arrays: Sequence[jax.Array]) -> list[jax.Array]:
-    return [_fingerprint(x) for x in arrays]
-
-
-def fingerprints(arrays: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], str, int, int]]:
-    """``name -> (shape, dtype, sum_a, sum_b)`` for every array, computed on its device."""
-    names = list(arrays)
-    sums = jax.device_get(_fingerprints([jnp.asarray(arrays[n]) for n in names]))
-    return {n: (tuple(np.shape(arrays[n])), str(arrays[n].dtype), int(s[0]), int(s[1]))
-            for n, s in zip(names, sums)}
+    Example:
+        >>> a = fingerprints({"w": jnp.array([1.0, 2.0])})["w"]
+        >>> a == fingerprints({"w": jnp.array([2.0, 1.0])})["w"], a[:2]
+        (False, ((2,), 'float32'))
+    """
+    return {n: (tuple(np.shape(x)), str(x.dtype), xxhash.xxh3_128_intdigest(_host_bytes(x)))
+            for n, x in arrays.items()}
 
 
 class JaxSnapshot:
@@ -79,12 +58,11 @@ class JaxSnapshot:
         trainable: names of the trainable parameters (for ``require_trainable_moved``).
     """
 
-    def __init__(self, model: Any, view: TreeView, mask: Mask, *, buffers: bool = False):
+    def __init__(self, model: Any, view: TreeView, mask: Mask, *, buffers: bool = True):
         trainable = {leaf.name for leaf in view if leaf.kind == PARAM and mask[leaf.name]}
         frozen = [leaf.name for leaf in view if leaf.kind == PARAM and not mask[leaf.name]]
-        if buffers:
-            frozen += _frozen_norm_buffers(view, mask)
-        self.frozen = tuple(frozen)
+        self._stats = tuple(_frozen_norm_buffers(view, mask)) if buffers else ()
+        self.frozen = (*frozen, *self._stats)
         self.trainable = tuple(n for n in view.names if n in trainable)
         self._mutable = is_nnx(model)
         self._model = model
@@ -127,21 +105,78 @@ class JaxSnapshot:
                     "inside the fl.guard block."
                 )
             model = self._model
-        now = fingerprints(self._arrays(model))
+        arrays = self._arrays(model)
+        now = fingerprints(arrays)
         moved = [n for n in self.frozen if now[n] != self._prints[n]]
-        if moved:
+        recast = [n for n in moved if now[n][:2] != self._prints[n][:2]]
+        if recast:
+            changes = ", ".join(f"{n} ({self._prints[n][1]}{list(self._prints[n][0])} -> "
+                                f"{now[n][1]}{list(now[n][0])})" for n in recast)
             raise GuardError(
-                f"{len(moved)} frozen leaves moved: {', '.join(moved)}. They must not change: "
+                f"{len(recast)} frozen leaves changed dtype or shape since the snapshot: "
+                f"{changes}. A cast rounds every value: keep the frozen part in its dtype and "
+                "cast inside the model's call, or take the snapshot after the cast."
+            )
+        rounded = {n: low for n in moved if n not in self._stats
+                   for low in [_fits_lower_precision(arrays[n])] if low is not None}
+        params = [n for n in moved if n not in self._stats and n not in rounded]
+        stats = [n for n in moved if n in self._stats]
+        problems = []
+        if rounded:
+            problems.append(
+                f"{len(rounded)} frozen leaves moved, and every value now fits a lower precision: "
+                f"{', '.join(f'{n} ({low})' for n, low in rounded.items())}. They were rounded "
+                "through it and back (a cast to bfloat16/float16 and back, or weights loaded "
+                "from a low-precision copy), not trained: keep full-precision weights and cast "
+                "inside the model's call."
+            )
+        if params:
+            problems.append(
+                f"{len(params)} frozen leaves moved: {', '.join(params)}. They must not change: "
                 "differentiate only the trainable part (fl.partition) and give the optimizer "
                 "only that part."
             )
+        if stats:
+            problems.append(
+                f"{len(stats)} BatchNorm statistics of frozen BatchNorms moved: "
+                f"{', '.join(stats)}. A BatchNorm in training mode updates them: keep frozen "
+                "BatchNorms in inference mode (fl.frozen_bn_inference), or pass buffers=False to "
+                "the guard if they are meant to adapt."
+            )
+        if problems:
+            raise GuardError(" ".join(problems))
         if require_trainable_moved:
             still = [n for n in self.trainable if now[n] == self._prints[n]]
+            low = [n for n in still if now[n][1] in _LOW]
             if still:
                 raise GuardError(
                     f"{len(still)} trainable parameters did not move: {', '.join(still)}. "
                     "Check that the optimizer receives them and that their gradient is not zero."
+                    + (f" {len(low)} of them are {'/'.join(sorted({now[n][1] for n in low}))}: "
+                       "an update below half the spacing of representable values around a "
+                       "weight is rounded away (precision loss); keep float32 weights and cast "
+                       "inside the model's call." if low else "")
                 )
+
+
+_LOW = ("bfloat16", "float16")
+_MIN_ROUNDED = 8
+
+
+def _fits_lower_precision(x: Any) -> str | None:
+    """The lower precision every value of a float array fits exactly, if any.
+
+    Only for arrays of at least ``_MIN_ROUNDED`` distinct values: a few round values (zeros,
+    ones, small integers) fit any precision without having been rounded.
+    """
+    if not jnp.issubdtype(x.dtype, jnp.floating) or str(x.dtype) in _LOW:
+        return None
+    if np.unique(np.asarray(x)).size < _MIN_ROUNDED:
+        return None
+    for low in _LOW:
+        if bool(jnp.array_equal(x.astype(low).astype(x.dtype), x)):
+            return low
+    return None
 
 
 def _frozen_norm_buffers(view: TreeView, mask: Mask) -> list[str]:
@@ -153,20 +188,3 @@ def _frozen_norm_buffers(view: TreeView, mask: Mask) -> list[str]:
             params_frozen[path] = params_frozen.get(path, True) and not mask[leaf.name]
     return [leaf.name for leaf in view if leaf.kind == BUFFER
             and params_frozen.get(leaf.module_path, False)]
-
-
-def snapshot(model: Any, plan: Plan | Mask | None, *, buffers: bool = False,
-             **group_options: Any) -> JaxSnapshot:
-    """Fingerprint ``model`` under ``plan`` (see :class:`JaxSnapshot`).
-
-    Raises:
-        PlanError: no plan was given (JAX models carry no trainable flags of their own).
-    """
-    if plan is None:
-        raise PlanError(
-            "JAX models carry no trainable flags, so the guard needs the plan (or mask) that "
-            "says what is frozen: fl.snapshot(model, plan) / fl.guard(model, plan)."
-        )
-    view = view_of(model)
-    return JaxSnapshot(model, view, resolve_mask(model, plan, view, **group_options),
-                       buffers=buffers)

@@ -52,8 +52,10 @@ class TorchBackend:
     def combine(self, trainable: dict[str, Any], frozen: dict[str, Any]) -> dict[str, Any]:
         return combine_parts(trainable, frozen)
 
-    def snapshot(self, resolved: Resolved, *, buffers: bool = False) -> Snapshot:
-        return take_snapshot(_require_module(resolved.model), resolved, buffers=buffers)
+    def snapshot(self, resolved: Resolved, *, buffers: bool = True,
+                 optimizer: Any = None) -> Snapshot:
+        return take_snapshot(_require_module(resolved.model), resolved, buffers=buffers,
+                             optimizer=optimizer)
 
 
 def _require_module(model: Any) -> nn.Module:
