@@ -135,6 +135,7 @@ class FrostlineCallback(TrainerCallback):
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: nn.Module = None,
                        optimizer: Any = None, lr_scheduler: Any = None, **kwargs: Any) -> None:
+        self.snapshot = None
         if self.optimizer is None or _inner(optimizer) is not self.optimizer:
             raise PlanError(
                 "the Trainer's optimizer was not built by FrostlineCallback, so it may hold "
@@ -228,10 +229,13 @@ class FrostlineCallback(TrainerCallback):
         return int(state.epoch or 0) if self.schedule.unit == "epoch" else state.global_step
 
     def _thaw(self, time: int, optimizer: Any, scheduler: Any) -> None:
-        before = self.unfreezer.plan
-        added = self.unfreezer.step(time, _inner(optimizer), scheduler)
-        if self.snapshot is not None and (added or self.unfreezer.plan != before):
+        # The guard proves the frozen set of its snapshot: check it before the plan changes,
+        # then watch the new frozen set.
+        changes = self.schedule.plan_at(time, len(self.unfreezer.groups)) != self.unfreezer.plan
+        if changes and self.snapshot is not None:
             self.snapshot.check()
+        self.unfreezer.step(time, _inner(optimizer), scheduler)
+        if changes and self.snapshot is not None:
             self.snapshot = self._snapshot()
 
     def _snapshot(self) -> Snapshot:
