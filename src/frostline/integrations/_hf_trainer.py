@@ -67,7 +67,9 @@ class FrostlineCallback(TrainerCallback):
             and weight decay are ``args.learning_rate`` and ``args.weight_decay``.
         guard_every: every this many optimizer steps (and before each thaw), check that no
             frozen tensor (parameter, or statistic of a frozen BatchNorm) moved since the last
-            check, raising :class:`~frostline.GuardError` naming them; None: no guard.
+            check and that the optimizer holds exactly the trainable parameters (unless an
+            explicit schedule may freeze again), raising :class:`~frostline.GuardError` naming
+            them; None: no guard.
         save_trainable: write ``frostline-trainable.safetensors`` (and ``frostline-state.json``)
             into each checkpoint folder, and load them when resuming (refusing a folder
             without them).
@@ -239,7 +241,11 @@ class FrostlineCallback(TrainerCallback):
             self.snapshot = self._snapshot()
 
     def _snapshot(self) -> Snapshot:
-        return snapshot(self.unfreezer.model, buffers=True, grouping=self.grouping)
+        # The optimizer must hold exactly what trains, unless an explicit schedule may freeze
+        # again what had thawed (the Unfreezer keeps such parameters, and their state).
+        never_refreezes = self.schedule.every is not None or len(self.schedule.plans) == 1
+        return snapshot(self.unfreezer.model, buffers=True, grouping=self.grouping,
+                        optimizer=self.optimizer if never_refreezes else None)
 
     def _load_beside(self, args: Any, state: Any, model: nn.Module) -> None:
         """Load the trainable-only checkpoint of the step resumed from."""
