@@ -77,6 +77,8 @@ _LAZY = {
     "sweep": "frostline.torch._sweep",
     "Setting": "frostline.torch._sweep",
     "SweepResult": "frostline.torch._sweep",
+    "choose": "frostline.torch._sweep",
+    "Choice": "frostline.torch._sweep",
     "param_groups": "frostline.torch._param_groups",
     "UnfreezeSchedule": "frostline.core.schedule",
     "Unfreezer": "frostline.torch._unfreeze",

@@ -25,7 +25,12 @@ def test_sweep_json_reports_cached_and_uncached_runs_and_writes_the_plot(cli, tm
     assert [r["val_accuracy"] for r in sweep["rows"]] == [
         r["val_accuracy"] for r in sweep["uncached"]["rows"]]
     assert [r["cached_groups"] for r in sweep["rows"]] == [4, 3]
-    assert sweep["speedup"] > 0
+    # The cached and uncached runs are disjoint spans of the command, which the command times
+    # from the outside; every row's epochs fit in its own time.
+    assert sweep["seconds"] + sweep["uncached"]["seconds"] <= data["seconds"]
+    for row in sweep["rows"] + sweep["uncached"]["rows"]:
+        assert row["epoch_seconds"] * row["epochs"] <= row["seconds"]
+    assert sweep["cache_seconds"] <= sweep["seconds"]
     assert task["recommended_setting"] == "2"
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert data["plot"] == str(plot)
@@ -48,10 +53,19 @@ def test_demo_is_deterministic_and_reports_recommendation_and_best(cli):
     assert sweep_accuracies(first) == sweep_accuracies(second)
     assert torch.get_num_threads() == threads
     assert [t["task"] for t in first["tasks"]] == ["new-digits", "noisy"]
-    for task in first["tasks"]:
+    for task, again in zip(first["tasks"], second["tasks"]):
         rows = {r["label"]: r["val_accuracy"] for r in task["sweep"]["rows"]}
         assert task["recommended_setting"] in rows
         assert rows[task["best_setting"]] == max(rows.values())
+        # The measured choice ran on the same budget: its survivors are full-sweep rows.
+        choice = task["choice"]
+        for key in ("setting", "val_accuracy"):
+            assert choice[key] == again["choice"][key]
+        for key in ("plan", "schedule", "trainable_groups"):
+            assert choice["recommendation"][key] == again["choice"]["recommendation"][key]
+        assert choice["setting"] in rows
+        finished = [r for r in choice["sweep"]["rows"] if r["pruned_after"] is None]
+        assert all(r["val_accuracy"] == rows[r["label"]] for r in finished)
 
 
 @pytest.mark.slow

@@ -42,14 +42,17 @@ def own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def test_a_timm_model_sweeps_uncached_and_trains_what_each_setting_unlocks(cli, own):
+def test_a_timm_model_sweeps_from_cached_features_and_trains_what_each_setting_unlocks(cli, own):
     data = cli.json("sweep", "own_models:tiny_resnet", "--data", str(own / "digits.npz"),
                     "--epochs", "1", "--unlocked", "1,2", "--no-lp-ft", "--json")
     (task,) = data["tasks"]
     sweep = task["sweep"]
     assert task["n_train"] == 160 and task["n_val"] == 160
-    assert not sweep["cached"] and "uncached" not in sweep
-    assert "not an nn.Sequential" in sweep["notes"][0]
+    assert sweep["cached"]
+    assert [r["cached_groups"] for r in sweep["rows"]] == [len(sweep["groups"]) - 1,
+                                                          len(sweep["groups"]) - 2]
+    assert [r["val_accuracy"] for r in sweep["rows"]] == [
+        r["val_accuracy"] for r in sweep["uncached"]["rows"]]
     import own_models
 
     expected = []
@@ -69,6 +72,27 @@ def test_a_sequential_model_on_own_data_reads_cached_features_with_identical_acc
     assert [r["cached_groups"] for r in sweep["rows"]] == [2, 1, 0, 2]
     assert [r["val_accuracy"] for r in sweep["rows"]] == [
         r["val_accuracy"] for r in sweep["uncached"]["rows"]]
+
+
+def test_the_recommended_setting_is_marked_by_value_not_by_label(cli, own):
+    # 320 examples with a low shift: the rules say LP-FT over the last 2 groups; the sweep also
+    # runs LP-FT over all 3 groups, which must not be marked as the recommendation.
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = (bunch.images / 16.0).astype(np.float32)[:, None]
+    path = own / "digits320.npz"
+    np.savez(path, x_train=x[:320], y_train=bunch.target[:320], x_val=x[320:400],
+             y_val=bunch.target[320:400])
+    code, out, err = cli.main("sweep", "own_models:sequential", "--data", str(path), "--shift",
+                              "low", "--epochs", "1", "--unlocked", "1", "--no-compare")
+    assert code == 0, err
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in out.splitlines()
+            if line.startswith("│")]
+    marks = {cells[0]: cells[-1] for cells in rows}
+    assert "recommended" in marks["LP-FT 2"]
+    assert "recommended" not in marks["LP-FT 3"]
+    assert [label for label, mark in marks.items() if "recommended" in mark] == ["LP-FT 2"]
 
 
 def test_the_same_sweep_twice_gives_the_same_accuracies(cli, own):
@@ -120,3 +144,13 @@ def test_a_model_without_data_is_a_usage_error(cli, own):
     code, _, err = cli.main("sweep", "own_models:sequential")
     assert code == 2
     assert "needs its data: pass --data" in cli.error_line(err)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_inputs_are_a_one_line_error_with_exit_code_2(cli, own, bad):
+    x = np.random.default_rng(0).random((8, 1, 8, 8)).astype(np.float32)
+    x[2, 0, 3, 3] = bad
+    path = _write(own / "nan.npz", x_train=x, y_train=np.arange(8) % 4)
+    code, out, err = cli.main("sweep", "own_models:sequential", "--data", path, "--epochs", "1")
+    assert code == 2 and out == ""
+    assert "NaN or infinite" in cli.error_line(err)

@@ -1,4 +1,4 @@
-"""The ``frostline`` command line: inspect, plan, recommend, sweep, demo.
+"""The ``frostline`` command line: inspect, plan, recommend, sweep, choose, demo.
 
 ``frostline ...`` and ``python -m frostline ...`` are the same program. Exit codes: 0 success,
 2 a user error (bad arguments, an unknown model, a plan that does not fit: one line on stderr
@@ -32,7 +32,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
-    from . import _commands, _sweeping
+    from . import _choosing, _commands, _sweeping
 
     parser = _Parser(prog="frostline", description="Decide, apply and prove which parameters of "
                      "a pretrained model train during fine-tuning.")
@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     _commands.add_plan(commands)
     _commands.add_recommend(commands)
     _sweeping.add_sweep(commands)
+    _choosing.add_choose(commands)
     _sweeping.add_demo(commands)
     return parser
 

@@ -13,7 +13,7 @@ class Panel:
 
     title: str
     result: Any  # SweepResult
-    recommended_label: str
+    recommended: Any  # the recommended Setting
 
 
 def plot_sweeps(panels: Sequence[Panel], path: str) -> str:
@@ -53,7 +53,7 @@ def _accuracy_panel(ax: Any, panel: Panel) -> None:
     for marker, row in zip("sD^v", others):
         ax.plot(row.unlocked_groups, 100 * row.val_accuracy, marker, linestyle="none",
                 markersize=8, label=row.label)
-    rec = next(r for r in result.rows if r.label == panel.recommended_label)
+    rec = result.row(panel.recommended)
     best = result.best
     ax.plot(rec.unlocked_groups, 100 * rec.val_accuracy, "o", markersize=16, fillstyle="none",
             color="tab:red", markeredgewidth=2, label=f"recommended ({rec.label})")
@@ -74,14 +74,13 @@ def _time_panel(ax: Any, panel: Panel) -> None:
     xs = [r.unlocked_groups for r in frost]
     ax.plot(xs, [1000 * r.epoch_seconds for r in frost], "o-", label="cached features")
     if result.baseline is not None:
-        base = {r.label: r for r in result.baseline.rows}
-        ax.plot(xs, [1000 * base[r.label].epoch_seconds for r in frost], "s--",
+        ax.plot(xs, [1000 * result.baseline.row(r.setting).epoch_seconds for r in frost], "s--",
                 label="uncached (whole model)")
         ax.set_title(f"time per epoch; whole sweep {result.speedup:.2f}x faster cached",
                      fontsize=10)
     else:
         ax.set_title("time per epoch", fontsize=10)
-    rec = next(r for r in result.rows if r.label == panel.recommended_label)
+    rec = result.row(panel.recommended)
     ax.axvline(rec.unlocked_groups, color="tab:red", linestyle=":", linewidth=1,
                label="recommended")
     ax.set_xlabel("unlocked groups")

@@ -70,10 +70,10 @@ def add_sweep(commands: Any) -> None:
 
 def add_demo(commands: Any) -> None:
     parser = commands.add_parser(
-        "demo", help="the main job on the embedded default (offline, under 3 minutes)",
+        "demo", help="the main job on the embedded default (offline, a few minutes)",
         description="Transfer the shipped CNN (pretrained on digits 0-4) to digits 5-9 and to "
-        "noisy digits 0-4; for each, recommend a frost line and sweep every setting, printing "
-        "the recommendation next to the measured best.")
+        "noisy digits 0-4; for each, print the rules' pick, the measured choice of fl.choose "
+        "and the full sweep of every setting side by side.")
     _budget_arguments(parser, epochs=8)
     parser.set_defaults(run=run_demo, plot="frostline-demo.png")
     parser.add_argument("--no-plot", action="store_true", help="do not write the plot")
@@ -100,6 +100,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     from ..core.recommend import recommend
     from ..demo._run import TaskResult, deterministic
     from ..torch._sweep import Setting, sweep
+    from ..torch._sweep._settings import with_setting
 
     task, make, header = _sweep_target(args)
     rec = recommend(make(), len(task.train[1]), task.domain_shift, new_head=task.new_head)
@@ -110,28 +111,19 @@ def run_sweep(args: argparse.Namespace) -> int:
     settings += [Setting.surgical(k, head=task.new_head)
                  for k in _counts(args.surgical, n - 1, "--surgical")]
     chosen = Setting.from_recommendation(rec)
-    if chosen.label not in {s.label for s in settings}:
-        settings.append(chosen)
-    compare = not args.no_compare and not args.no_cache and _cacheable(make())
-    steps = len(settings) * args.epochs * (2 if compare else 1)
+    settings = with_setting(settings, chosen)
+    compare = not args.no_compare and not args.no_cache
+    steps = sum(e for s in settings for _, e in s.phases(args.epochs)) * (2 if compare else 1)
     start = time.perf_counter()
     with deterministic(), progress_bar(f"sweep {task.name}", steps) as advance:
         result = sweep(make, task.train, task.val, settings, epochs=args.epochs,
                        batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                        cache=not args.no_cache, compare_uncached=compare, progress=advance)
-    outcome = TaskResult(task, rec, chosen.label, result)
+    outcome = TaskResult(task, rec, chosen, result)
     _finish([outcome], args, time.perf_counter() - start,
             budget=f"{args.epochs} epochs per setting, batch {args.batch_size}, Adam lr "
                    f"{args.lr:g}, seed {args.seed}", header=header)
     return 0
-
-
-def _cacheable(model: Any) -> bool:
-    """Whether the sweep can cache features of ``model`` (else an uncached run adds nothing)."""
-    from .._api import groups
-    from ..torch._sweep import sequential_starts
-
-    return sequential_starts(model, groups(model))[0] is not None
 
 
 def _sweep_target(args: argparse.Namespace) -> tuple[Any, Callable[[], Any], str]:
@@ -205,10 +197,12 @@ def _task_text(outcome: Any) -> str:
     lines.append(f"measured best: {best.label!r} {100 * best.val_accuracy:.2f}%; recommended "
                  f"{chosen.label!r} {100 * chosen.val_accuracy:.2f}%"
                  + (" (the best)" if gap == 0 else f" ({gap:.2f} points below the best)"))
+    if outcome.choice is not None:
+        lines += _compared(outcome)
     lines += list(result.notes)
     if result.baseline is not None:
-        same = [a.val_accuracy == b.val_accuracy
-                for a, b in zip(result.rows, result.baseline.rows)]
+        same = [a.val_accuracy == result.baseline.row(a.setting).val_accuracy
+                for a in result.rows]
         used = sum(1 for row in result.rows if row.cached_groups)
         lines.append(
             f"feature cache, measured side by side: these {len(result.rows)} settings with "
@@ -223,9 +217,33 @@ def _task_text(outcome: Any) -> str:
     return "\n".join(lines)
 
 
+def _compared(outcome: Any) -> list[str]:
+    """Rules vs the measured choice vs the full sweep, as shares of the full sweep's best."""
+    result, choice = outcome.result, outcome.choice
+    best = result.best
+    rules = outcome.recommended_row
+    chosen = choice.result.best
+
+    def share(value: float) -> str:
+        return f"{100 * value / best.val_accuracy:.1f}% of the best" if best.val_accuracy else "-"
+
+    full_epochs = sum(r.epochs for r in result.rows)
+    chose_epochs = sum(r.epochs for r in choice.result.rows)
+    return [
+        f"rules of thumb: {rules.label!r} {100 * rules.val_accuracy:.2f}% "
+        f"({share(rules.val_accuracy)})",
+        f"fl.choose (measured, successive halving): {chosen.label!r} "
+        f"{100 * chosen.val_accuracy:.2f}% ({share(chosen.val_accuracy)}), {chose_epochs} "
+        f"training epochs in {choice.seconds:.2f} s",
+        f"full sweep: {best.label!r} {100 * best.val_accuracy:.2f}%, {full_epochs} training "
+        f"epochs in {result.seconds:.2f} s"
+        + (f" cached ({result.baseline.seconds:.2f} s uncached)" if result.baseline else ""),
+    ]
+
+
 def _table(outcome: Any) -> Table:
     result = outcome.result
-    base = {r.label: r for r in result.baseline.rows} if result.baseline else {}
+    base = result.baseline
     table = Table(title_justify="left")
     columns = ["setting", "groups", "trainable", "val acc", "ms/epoch"]
     if base:
@@ -233,14 +251,15 @@ def _table(outcome: Any) -> Table:
     columns += ["train MiB", "cached groups", ""]
     for column in columns:
         table.add_column(column, justify="left" if column in ("setting", "") else "right")
-    best = result.best.label
+    best = result.best.setting
     for row in result.rows:
-        marks = [m for m, on in (("recommended", row.label == outcome.recommended_label),
-                                 ("best", row.label == best)) if on]
+        marks = [m for m, on in (("recommended", row.setting == outcome.recommended),
+                                 ("best", row.setting == best),
+                                 ("diverged", row.diverged)) if on]
         cells = [row.label, str(row.unlocked_groups), f"{row.trainable_params:,}",
                  f"{100 * row.val_accuracy:.2f}%", f"{1000 * row.epoch_seconds:.1f}"]
         if base:
-            cells.append(f"{1000 * base[row.label].epoch_seconds:.1f}")
+            cells.append(f"{1000 * base.row(row.setting).epoch_seconds:.1f}")
         cells += [f"{row.train_memory_mb:.2f}", str(row.cached_groups) if row.cached_groups
                   else "-", ", ".join(marks)]
         table.add_row(*cells)
@@ -252,14 +271,20 @@ def _task_dict(outcome: Any) -> dict[str, Any]:
     return {"task": task.name, "description": task.description,
             "n_train": len(task.train[1]), "n_val": len(task.val[1]),
             "domain_shift": task.domain_shift, "recommendation": outcome.recommendation.to_dict(),
-            "recommended_setting": outcome.recommended_label, "best_setting": outcome.result.best.label,
-            "sweep": outcome.result.to_dict()}
+            "recommended_setting": outcome.recommended.label,
+            "best_setting": outcome.result.best.label, "sweep": outcome.result.to_dict(),
+            "choice": None if outcome.choice is None else {
+                "recommendation": outcome.choice.recommendation.to_dict(),
+                "setting": outcome.choice.result.best.label,
+                "val_accuracy": outcome.choice.result.best.val_accuracy,
+                "seconds": outcome.choice.seconds,
+                "sweep": outcome.choice.result.to_dict()}}
 
 
 def _plot(outcomes: list[Any], path: str) -> str:
     from ._plot import Panel, plot_sweeps
 
     panels = [Panel(f"{o.task.name} (domain_shift={o.task.domain_shift!r}): accuracy", o.result,
-                    o.recommended_label)
+                    o.recommended)
               for o in outcomes]
     return plot_sweeps(panels, path)

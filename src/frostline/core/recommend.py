@@ -82,16 +82,54 @@ class Thresholds:
 
 
 @dataclass(frozen=True)
+class Phase:
+    """One phase of a training schedule: what trains, and (when measured) for how long and at
+    which Adam learning rates.
+
+    Attributes:
+        name: "linear probe", "fine-tune", ...
+        plan: apply it at the start of the phase (``fl.apply(model, phase.plan)``).
+        epochs: the phase's length, when known (None: your budget).
+        lr: learning rate of the head (the last group), when known.
+        body_lr: learning rate of the other groups, when known.
+    """
+
+    name: str
+    plan: Plan
+    epochs: int | None = None
+    lr: float | None = None
+    body_lr: float | None = None
+
+    def __str__(self) -> str:
+        extra = [f"{self.epochs} epochs"] if self.epochs is not None else []
+        if self.lr is not None:
+            extra.append(f"lr {self.lr:g}" + (f", body lr {self.body_lr:g}"
+                                              if self.body_lr not in (None, self.lr) else ""))
+        return f"{self.name}: {self.plan}" + (f" ({', '.join(extra)})" if extra else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "plan": self.plan.to_dict(), "epochs": self.epochs,
+                "lr": self.lr, "body_lr": self.body_lr}
+
+
+@dataclass(frozen=True)
 class Recommendation:
     """A recommended plan and why.
 
     Attributes:
-        plan: the plan to apply (``fl.apply(model, rec.plan)``).
+        plan: the plan to apply (``fl.apply(model, rec.plan)``); for LP-FT, the fine-tuning
+            phase (run ``schedule`` to train the head alone first).
         unlocked_groups: how many groups train.
         trainable_groups: the indices of the groups that train, input first.
         n_groups: how many groups the model has.
         strategy: "linear-probe", "partial-fine-tune", "full-fine-tune", "lp-ft" or "surgical".
-        reasons: the rules that led here, in words.
+        reasons: the rules (or the measurements) that led here, in words.
+        schedule: the phases to train in order: ``(plan,)`` as one phase, or for LP-FT the
+            linear probe then the fine-tuning phase::
+
+                for phase in rec.schedule:
+                    fl.apply(model, phase.plan)
+                    train(model, phase.epochs)
     """
 
     plan: Plan
@@ -100,10 +138,17 @@ class Recommendation:
     n_groups: int
     strategy: str
     reasons: tuple[str, ...] = field(default=())
+    schedule: tuple[Phase, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if not self.schedule:
+            object.__setattr__(self, "schedule", _schedule(self.strategy, self.plan))
 
     def __str__(self) -> str:
         lines = [f"recommended: {self.strategy}, {self.unlocked_groups} of {self.n_groups} groups "
                  f"trainable {list(self.trainable_groups)}", f"plan: {self.plan}"]
+        if len(self.schedule) > 1 or self.schedule[0].epochs is not None:
+            lines += [f"  phase {i}. {phase}" for i, phase in enumerate(self.schedule, 1)]
         lines += [f"- {reason}" for reason in self.reasons]
         return "\n".join(lines)
 
@@ -115,7 +160,17 @@ class Recommendation:
             "n_groups": self.n_groups,
             "plan": self.plan.to_dict(),
             "reasons": list(self.reasons),
+            "schedule": [phase.to_dict() for phase in self.schedule],
         }
+
+
+PROBE = Plan.lock(1, freeze_bn_stats=True)
+
+
+def _schedule(strategy: str, plan: Plan) -> tuple[Phase, ...]:
+    if strategy == LP_FT:
+        return (Phase("linear probe", PROBE), Phase("fine-tune", plan))
+    return (Phase("train", plan),)
 
 
 def recommend_for_groups(n_groups: int, n_train: int, domain_shift: str = "none", *,

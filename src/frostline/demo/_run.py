@@ -1,9 +1,10 @@
-"""The main job on the embedded default: recommend a frost line, sweep it, compare.
+"""The main job on the embedded default: the rules' pick, the measured choice, the full sweep.
 
 The shipped network (trained on digits 0-4) is transferred to the two demo tasks; for each,
-``fl.recommend`` proposes a plan from the dataset size and the kind of shift, and the sweep
-measures every frost line (plus LP-FT and surgical fine-tuning of the first groups) on the same
-budget, with and without the feature cache.
+``fl.recommend`` proposes a plan from the dataset size and the kind of shift, ``fl.choose``
+measures its way to a choice (cached features, successive halving), and the full sweep trains
+every frost line (plus LP-FT and surgical fine-tuning of the first groups) to the end on the
+same budget, with and without the feature cache, to show how close the two get.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import torch
 from torch import nn
 
 from ..core.recommend import Recommendation, recommend
-from ..torch._sweep import Setting, SweepResult, SweepRow, default_settings, sweep
+from ..torch._sweep import Choice, Setting, SweepResult, SweepRow, choose, default_settings, sweep
+from ..torch._sweep._halving import rung_fractions
+from ..torch._sweep._settings import with_setting
 from ._data import Task, tasks
 from ._model import pretrained_digit_net, reset_head
 
@@ -30,19 +33,21 @@ class TaskResult:
     Attributes:
         task: the task.
         recommendation: what ``fl.recommend`` proposed.
-        recommended_label: the sweep row that implements the recommendation.
+        recommended: the setting that implements the recommendation.
         result: the sweep (its ``baseline`` is the uncached run, when compared).
+        choice: what ``fl.choose`` measured and chose on the same budget (None: not run).
     """
 
     task: Task
     recommendation: Recommendation
-    recommended_label: str
+    recommended: Setting
     result: SweepResult
+    choice: Choice | None = None
 
     @property
     def recommended_row(self) -> SweepRow:
         """The sweep row of the recommended setting."""
-        return next(row for row in self.result.rows if row.label == self.recommended_label)
+        return self.result.row(self.recommended)
 
 
 def model_factory(task: Task) -> Callable[[], nn.Module]:
@@ -59,9 +64,7 @@ def demo_settings(n_groups: int, recommended: Setting, new_head: bool) -> list[S
     """Every frost line, LP-FT, surgical fine-tuning of the first 1 and 2 groups, and the
     recommended setting when it is none of those."""
     settings = default_settings(n_groups) + [Setting.surgical(k, head=new_head) for k in (1, 2)]
-    if recommended.label not in {s.label for s in settings}:
-        settings.append(recommended)
-    return settings
+    return with_setting(settings, recommended)
 
 
 @contextlib.contextmanager
@@ -79,14 +82,16 @@ def deterministic() -> Iterator[None]:
 
 
 def run_demo(epochs: int = EPOCHS, *, compare_uncached: bool = True, seed: int = 0,
-             progress: Callable[[str], None] | None = None) -> list[TaskResult]:
-    """Recommend and sweep the frost line on both demo tasks.
+             progress: Callable[[str], None] | None = None,
+             measure: bool = True) -> list[TaskResult]:
+    """Recommend, choose by measurement and sweep the frost line on both demo tasks.
 
     Args:
         epochs: training epochs per setting.
         compare_uncached: also train every setting without the feature cache, side by side.
         seed: the seed of every setting.
         progress: called after every training epoch.
+        measure: also run ``fl.choose`` on the same budget.
 
     Returns:
         One :class:`TaskResult` per task.
@@ -99,18 +104,28 @@ def run_demo(epochs: int = EPOCHS, *, compare_uncached: bool = True, seed: int =
                             new_head=task.new_head)
             chosen = Setting.from_recommendation(rec)
             settings = demo_settings(rec.n_groups, chosen, task.new_head)
+            choice = choose(make, task.train, task.val, shift=task.domain_shift,
+                            new_head=task.new_head, epochs=epochs, seed=seed, min_steps=0,
+                            progress=progress) if measure else None
             result = sweep(make, task.train, task.val, settings, epochs=epochs, seed=seed,
                            compare_uncached=compare_uncached, progress=progress)
-            out.append(TaskResult(task, rec, chosen.label, result))
+            out.append(TaskResult(task, rec, chosen, result, choice))
     return out
 
 
-def demo_steps(epochs: int = EPOCHS, compare_uncached: bool = True) -> int:
-    """How many progress calls :func:`run_demo` makes (for a progress bar's total)."""
+def demo_steps(epochs: int = EPOCHS, compare_uncached: bool = True,
+               measure: bool = True) -> int:
+    """About how many progress calls :func:`run_demo` makes (for a progress bar's total)."""
     total = 0
     for task in tasks():
         rec = recommend(model_factory(task)(), len(task.train[1]), task.domain_shift,
                         new_head=task.new_head)
         settings = demo_settings(rec.n_groups, Setting.from_recommendation(rec), task.new_head)
-        total += len(settings) * epochs * (2 if compare_uncached else 1)
+        total += sum(e for s in settings for _, e in s.phases(epochs)) * (
+            2 if compare_uncached else 1)
+        if measure:
+            alive, done = len(settings), 0.0
+            for fraction in rung_fractions(len(settings), epochs, 2):
+                total += round(alive * (fraction - done) * epochs)
+                alive, done = -(-alive // 2), fraction
     return total

@@ -1,0 +1,90 @@
+"""Evaluation of the rules and of ``fl.choose`` against the full sweep, on transfer tasks.
+
+Six tasks of the demo family, built offline from scikit-learn's digits and the shipped network
+(pretrained on digits 0-4): output-level shifts (new labels, digits 5-9) and input-level shifts
+(noise, inversion, rotation of digits 0-4, same labels), from 50 to 300 training images. For
+each task: the full sweep (every frost line, LP-FT over all groups, surgical first 1 and 2
+groups, the rules' pick; uncached, every setting to the end), the rules' pick (``fl.recommend``)
+and ``fl.choose`` (cached features, successive halving), all with the same epochs and seed.
+Prints each pick as a share of the full sweep's best, and the cost of ``fl.choose`` against the
+full uncached sweep (wall time and training epochs).
+
+Run: ``PYTHONPATH=src .venv/bin/python -u benchmarks/eval_choose.py [--tasks a,b] [--epochs 8]``
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+import frostline as fl
+from frostline.demo import pretrained_digit_net, reset_head, source_data, tasks
+from frostline.demo._run import demo_settings, deterministic
+from frostline.torch._sweep import Setting
+
+
+def _task_list():
+    new, noisy = tasks()
+    (_, _), (clean, labels) = source_data()
+    g = torch.Generator().manual_seed(1)
+    order = torch.randperm(len(labels), generator=g)
+    clean, labels = clean[order], labels[order]
+
+    def cut(name, shift, new_head, train, val, n):
+        return name, shift, new_head, (train[0][:n], train[1][:n]), val
+
+    inverted = 1.0 - clean
+    rotated = clean.rot90(1, dims=(2, 3))
+    return {
+        "new-digits-300": cut("new-digits-300", "output", True, new.train, new.val, 300),
+        "new-digits-50": cut("new-digits-50", "output", True, new.train, new.val, 50),
+        "noisy-200": cut("noisy-200", "input", False, noisy.train, noisy.val, 200),
+        "noisy-60": cut("noisy-60", "input", False, noisy.train, noisy.val, 60),
+        "inverted-150": cut("inverted-150", "input", False, (inverted[:150], labels[:150]),
+                            (inverted[150:], labels[150:]), 150),
+        "rotated-150": cut("rotated-150", "input", False, (rotated[:150], labels[:150]),
+                           (rotated[150:], labels[150:]), 150),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", help="comma-separated task names (default: all)")
+    parser.add_argument("--epochs", type=int, default=8)
+    args = parser.parse_args()
+    found = _task_list()
+    names = args.tasks.split(",") if args.tasks else list(found)
+    print("| task | n | shift | full sweep best | rules' pick (share of best) | fl.choose "
+          "(share of best) | choose / full uncached: wall | epochs |")
+    print("| --- | ---: | --- | --- | --- | --- | ---: | ---: |")
+    for name in names:
+        _, shift, new_head, train, val = found[name]
+
+        def make(new_head=new_head):
+            return reset_head(pretrained_digit_net(), 5) if new_head else pretrained_digit_net()
+
+        with deterministic():
+            rec = fl.recommend(make(), len(train[1]), shift, new_head=new_head)
+            rules = Setting.from_recommendation(rec)
+            full = fl.sweep(make, train, val, demo_settings(rec.n_groups, rules, new_head),
+                            epochs=args.epochs, cache=False)
+            choice = fl.choose(make, train, val, shift=shift, new_head=new_head,
+                               epochs=args.epochs, min_steps=0)
+        best = full.best
+        picked = choice.result.best
+
+        def share(value: float) -> str:
+            return f"{100 * value / best.val_accuracy:.1f}%"
+
+        print(f"| {name} | {len(train[1])} | {shift} | {best.label} {100 * best.val_accuracy:.1f}% "
+              f"| {rules.label} {share(full.row(rules).val_accuracy)} "
+              f"| {picked.label} {share(picked.val_accuracy)} "
+              f"| {choice.seconds:.1f} s / {full.seconds:.1f} s = "
+              f"{choice.seconds / full.seconds:.2f} "
+              f"| {sum(r.epochs for r in choice.result.rows)} / "
+              f"{sum(r.epochs for r in full.rows)} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,231 @@
+"""``fl.choose``: the frost line by measurement, starting from the rules' prior.
+
+The rules of thumb (``fl.recommend``) give a prior from the data set's size and the kind of
+shift. ``choose`` then measures: every frost line (the last k groups, for every k), LP-FT,
+surgical fine-tuning of the first groups, and the prior, on the user's data. It screens them
+cheaply (the frozen prefix's features are cached, successive halving stops the weaker half
+after a slice of the budget) and trains the finalists to the end, the prior always among them;
+the recommendation is the best finalist, with reasons that cite what was measured.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ...core.groups import Grouping
+from ...core.recommend import (
+    FULL,
+    LINEAR_PROBE,
+    LP_FT,
+    PARTIAL,
+    PROBE,
+    SURGICAL,
+    Phase,
+    Recommendation,
+    recommend_for_groups,
+)
+from ...core.resolve import resolve
+from ._data import source
+from ._result import SweepResult, SweepRow
+from ._run import sweep
+from ._settings import Setting, with_setting
+from ._train import resolve_plan
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What :func:`choose` measured and recommends.
+
+    Attributes:
+        recommendation: the measured recommendation (the type ``fl.recommend`` returns); for
+            LP-FT its ``schedule`` holds both phases with their epochs and learning rates.
+        prior: what the rules of thumb recommended before measuring.
+        result: the :class:`SweepResult` of everything measured (pruned settings included).
+        seconds: wall time of the whole choice.
+    """
+
+    recommendation: Recommendation
+    prior: Recommendation
+    result: SweepResult
+    seconds: float
+
+    def __str__(self) -> str:
+        return str(self.recommendation)
+
+
+def candidates(n_groups: int, prior: Setting, new_head: bool) -> list[Setting]:
+    """The prior first, then the last k groups for every k, LP-FT over all groups, and
+    surgical fine-tuning of the first 1 and 2 groups (with the head when it is new).
+
+    Example:
+        >>> [s.label for s in candidates(4, Setting.lock(2), new_head=True)]
+        ['2', '1', '3', '4', 'LP-FT 4', 'first 1 + head', 'first 2 + head']
+    """
+    found = [prior]
+    for setting in [Setting.lock(k) for k in range(1, n_groups + 1)] + [Setting.lp_ft(n_groups)]:
+        found = with_setting(found, setting)
+    for k in (1, 2):
+        if k + int(new_head) < n_groups:
+            found = with_setting(found, Setting.surgical(k, head=new_head))
+    return found
+
+
+def choose(make_model: Callable[[], nn.Module], train: Any, val: Any, *, shift: str = "none",
+           new_head: bool = True, epochs: int = 8, seed: int = 0, batch_size: int = 32,
+           lr: float = 3e-3, body_lr: float | None = None,
+           lr_grid: list[tuple[float, float]] | None = None, min_steps: int = 100,
+           halving: int | None = 2, cache: bool = True, device: str | torch.device | None = None,
+           amp: bool = False, loss: Callable | None = None, metric: Callable | None = None,
+           deterministic: bool | None = None, progress: bool | Callable[[str], None] = False,
+           grouping: Grouping | None = None) -> Choice:
+    """Choose which groups train by measuring them on your data.
+
+    Args:
+        make_model: returns the pretrained model with its head (see ``fl.sweep``).
+        train: training data: tensors, a DataLoader or batches (see ``fl.sweep``).
+        val: validation data, the same way.
+        shift: the kind of domain shift, for the prior ("none", "low", "high", "input",
+            "output"; see ``fl.recommend``).
+        new_head: the head is freshly initialised (surgical settings then train it too).
+        epochs: training epochs per setting for the finalists (fewer for the pruned).
+        seed: seeds every setting the same way.
+        batch_size, lr, body_lr, lr_grid, cache, device, amp, loss, metric, deterministic,
+            progress: as for ``fl.sweep``.
+        min_steps: every setting takes at least this many optimizer steps (epochs are raised
+            on small data sets), so that a linear probe is not judged on 10 steps.
+        halving: successive halving's ``eta`` (None: train every setting to the end).
+        grouping: how to build the groups (:class:`~frostline.Grouping`); the recommended
+            plan carries it.
+
+    Returns:
+        A :class:`Choice`.
+
+    Example:
+        >>> import torch, frostline as fl
+        >>> x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
+        >>> make = lambda: torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(),
+        ...                                    torch.nn.Linear(8, 8), torch.nn.Linear(8, 2))
+        >>> choice = fl.choose(make, (x, y), (x, y), epochs=2, min_steps=0)
+        >>> choice.recommendation.plan == choice.result.best.setting.plan
+        True
+    """
+    start = time.perf_counter()
+    train_src = source(train, "training", deterministic)
+    val_src = source(val, "validation", deterministic)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        reference = make_model()
+    resolved = resolve(reference, grouping=grouping)
+    reference, groups = resolved.model, resolved.groups
+    n = len(groups)
+    prior = recommend_for_groups(n, train_src.n, shift, new_head=new_head)
+    prior_setting = Setting.from_recommendation(prior)
+    settings = candidates(n, prior_setting, new_head)
+    result = sweep(make_model, train_src, val_src, settings, epochs=epochs,
+                   batch_size=batch_size, lr=lr, body_lr=body_lr, lr_grid=lr_grid,
+                   min_steps=min_steps, halving=halving if len(settings) > 1 else None,
+                   keep=[prior_setting],
+                   seed=seed, cache=cache, device=device, amp=amp, loss=loss, metric=metric,
+                   deterministic=deterministic, progress=progress, grouping=grouping)
+    best = result.best
+    trainable = _trainable_groups(best.setting, reference, grouping)
+    plan = best.setting.plan if grouping is None else \
+        best.setting.plan.with_grouping(grouping.without_input())
+    measured = Recommendation(
+        plan=plan, unlocked_groups=len(trainable), trainable_groups=trainable,
+        n_groups=n, strategy=_strategy(best.setting, trainable, n),
+        reasons=tuple(_reasons(result, best, prior, prior_setting, train_src.n, val_src.n)),
+        schedule=_schedule(best),
+    )
+    return Choice(measured, prior, result, time.perf_counter() - start)
+
+
+def _trainable_groups(setting: Setting, model: nn.Module, grouping: Grouping | None
+                      ) -> tuple[int, ...]:
+    resolved = resolve_plan(model, setting.plan, grouping)
+    mask = resolved.mask.as_dict()
+    return tuple(i for i, group in enumerate(resolved.groups)
+                 if any(mask.get(name, False) for name in group.leaf_names))
+
+
+def _strategy(setting: Setting, trainable: tuple[int, ...], n: int) -> str:
+    if setting.is_lp_ft:
+        return LP_FT
+    if len(trainable) == n:
+        return FULL
+    if trainable and trainable[0] == 0:
+        return SURGICAL
+    return LINEAR_PROBE if trainable == (n - 1,) else PARTIAL
+
+
+def _schedule(best: SweepRow) -> tuple[Phase, ...]:
+    phases = best.setting.phases(_fine_tune_epochs(best))
+    epochs = [count for _, count in phases]
+    names = ["linear probe", "fine-tune"] if best.setting.is_lp_ft else ["train"]
+    return tuple(Phase(name, PROBE if name == "linear probe" else plan, count, best.lr.head,
+                       best.lr.body)
+                 for name, (plan, _), count in zip(names, phases, epochs))
+
+
+def _fine_tune_epochs(best: SweepRow) -> int:
+    """The fine-tuning phase's epochs of a finished row (LP-FT rows add their probe)."""
+    if not best.setting.is_lp_ft:
+        return best.epochs
+    for epochs in range(1, best.epochs + 1):
+        if sum(count for _, count in best.setting.phases(epochs)) == best.epochs:
+            return epochs
+    return best.epochs
+
+
+def _reasons(result: SweepResult, best: SweepRow, prior: Recommendation, prior_setting: Setting,
+             n_train: int, n_val: int) -> list[str]:
+    finished = sorted((r for r in result.rows if r.finished), key=lambda r: -r.val_accuracy)
+    reasons = [f"measured on {n_train:,} training and {n_val:,} validation examples: "
+               f"{len(result.rows)} settings, the finalists trained {_fine_tune_epochs(best)} "
+               f"epochs" + (" after a linear probe" if best.setting.is_lp_ft else "") + " "
+               f"(lr {best.lr})"]
+    runner_up = next((r for r in finished if r.setting != best.setting), None)
+    reasons.append(f"{best.label!r} reached {_pct(best.val_accuracy)} on validation, the best"
+                   + (f"; next {runner_up.label!r} {_pct(runner_up.val_accuracy)}"
+                      if runner_up else ""))
+    prior_row = result.row(prior_setting)
+    if prior_setting == best.setting:
+        reasons.append(f"the rules of thumb agree ({prior.strategy}, {prior_setting.label!r})")
+    elif prior_row.finished:
+        reasons.append(f"the rules of thumb said {prior.strategy} ({prior_setting.label!r}), "
+                       f"trained to the end beside the finalists: {_pct(prior_row.val_accuracy)}, "
+                       f"{_ratio(prior_row, best)} of the best")
+    elif prior_row.diverged:
+        reasons.append(f"the rules of thumb said {prior.strategy} ({prior_setting.label!r}): its "
+                       "loss diverged")
+    else:
+        reasons.append(f"the rules of thumb said {prior.strategy} ({prior_setting.label!r}): "
+                       f"stopped after {prior_row.pruned_after} epochs at "
+                       f"{_pct(prior_row.val_accuracy)}")
+    if result.pruned:
+        rungs = sorted({p.after_epochs for p in result.pruned})
+        reasons.append(f"successive halving stopped {len(result.pruned)} of {len(result.rows)} "
+                       f"settings early (after {', '.join(map(str, rungs))} epochs)")
+    diverged = [r.label for r in result.rows if r.diverged]
+    if diverged:
+        reasons.append(f"diverged (never chosen): {', '.join(diverged)}")
+    cached = sum(1 for r in result.rows if r.cached_groups)
+    if cached:
+        reasons.append(f"{cached} settings trained on cached features of their frozen groups "
+                       f"(built once in {result.cache_seconds:.2f} s)")
+    return reasons
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}%" if math.isfinite(value) else "nan"
+
+
+def _ratio(row: SweepRow, best: SweepRow) -> str:
+    return f"{100 * row.val_accuracy / best.val_accuracy:.1f}%" if best.val_accuracy else "-"

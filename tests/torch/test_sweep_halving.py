@@ -1,0 +1,83 @@
+"""Successive halving: survivors end exactly where a full run ends; the pruned are recorded."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import frostline as fl
+from frostline import PlanError
+from frostline.demo import pretrained_digit_net, reset_head, tasks
+from frostline.demo._run import deterministic
+from frostline.torch._sweep import Setting
+
+
+def _dropout_net() -> nn.Sequential:
+    # Dropout above every frost line: training draws random numbers, so candidates trained in
+    # turns must each keep their own random state to match uninterrupted runs.
+    return nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 16), nn.Dropout(0.3),
+                         nn.ReLU(), nn.Linear(16, 16), nn.Dropout(0.3), nn.ReLU(),
+                         nn.Linear(16, 2))
+
+
+def test_survivors_equal_the_full_sweep_and_the_pruned_are_listed_by_rung():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 4, generator=g)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
+    settings = [Setting.lock(k) for k in (1, 2, 3, 4)] + [Setting.lp_ft(4), Setting.surgical(1)]
+    with deterministic():
+        full = fl.sweep(_dropout_net, (x, y), (x, y), settings, epochs=4, batch_size=16,
+                        lr=3e-2)
+        halved = fl.sweep(_dropout_net, (x, y), (x, y), settings, epochs=4, batch_size=16,
+                          lr=3e-2, halving=2)
+    # 6 candidates, 4 epochs: rungs at 1/4, 1/2 and all of each budget; 3 then 1 pruned.
+    assert [p.rung for p in halved.pruned] == [0, 0, 0, 1]
+    pruned = {p.label for p in halved.pruned}
+    assert {r.label for r in halved.rows if r.pruned_after is not None} == pruned
+    for p in halved.pruned:
+        row = next(r for r in halved.rows if r.label == p.label)
+        assert row.pruned_after == p.after_epochs == row.epochs
+        assert row.epochs < full.row(row.setting).epochs
+    survivors = [r for r in halved.rows if r.pruned_after is None]
+    assert len(survivors) == 2
+    assert len({r.val_accuracy for r in full.rows}) > 2  # the rows tell settings apart
+    for row in survivors:
+        assert row.val_accuracy == full.row(row.setting).val_accuracy
+        assert row.steps == full.row(row.setting).steps
+    assert sum(r.epochs for r in halved.rows) <= 0.6 * sum(r.epochs for r in full.rows)
+
+
+def test_halving_finds_the_full_sweeps_best_on_the_demo_task():
+    task = tasks()[0]
+    train = (task.train[0][:160], task.train[1][:160])
+    val = (task.val[0][:160], task.val[1][:160])
+    make = lambda: reset_head(pretrained_digit_net(), 5)  # noqa: E731
+    with deterministic():
+        full = fl.sweep(make, train, val, epochs=4)
+        halved = fl.sweep(make, train, val, epochs=4, halving=2)
+    assert halved.best.val_accuracy >= full.best.val_accuracy - 0.01
+    assert halved.pruned
+
+
+def test_halving_needs_an_eta_of_two_and_no_uncached_comparison():
+    x, y = torch.randn(8, 4), torch.randint(0, 2, (8,))
+    with pytest.raises(PlanError, match="halving"):
+        fl.sweep(_dropout_net, (x, y), (x, y), halving=1)
+    with pytest.raises(PlanError, match="compare_uncached"):
+        fl.sweep(_dropout_net, (x, y), (x, y), halving=2, compare_uncached=True)
+
+
+def test_kept_settings_are_never_pruned():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(32, 4, generator=g)
+    y = (x[:, 0] > 0).long()
+    settings = [Setting.lock(k) for k in (1, 2, 3, 4)]
+    with deterministic():
+        plain = fl.sweep(_dropout_net, (x, y), (x, y), settings, epochs=4, halving=2)
+        weakest = min(plain.pruned, key=lambda p: (p.rung, p.val_accuracy)).label
+        kept = next(s for s in settings if s.label == weakest)
+        result = fl.sweep(_dropout_net, (x, y), (x, y), settings, epochs=4, halving=2,
+                          keep=[kept])
+    assert weakest not in {p.label for p in result.pruned}
+    assert result.row(kept).finished and result.row(kept).epochs == 4
