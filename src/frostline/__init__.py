@@ -69,9 +69,9 @@ _LAZY = {
     "trainable_parameters": "frostline.torch",
     "trainable_named_parameters": "frostline.torch",
     "register_group_rule": "frostline.torch",
-    "save_trainable": "frostline.torch._checkpoint",
-    "load_trainable": "frostline.torch._checkpoint",
-    "CheckpointInfo": "frostline.torch._checkpoint",
+    "save_trainable": "frostline._checkpoints",
+    "load_trainable": "frostline._checkpoints",
+    "CheckpointInfo": "frostline.core.checkpoint",
     "Snapshot": "frostline.torch._guard",
     "check_ddp": "frostline.torch._ddp",
     "sweep": "frostline.torch._sweep",
@@ -95,6 +95,7 @@ _LAZY = {
     "layer_decay": "frostline.jax",
     "layer_decay_labels": "frostline.jax",
     "thaw": "frostline.jax._unfreeze",
+    "stack_scales": "frostline.jax._stack",
     "regroup_opt_state": "frostline.jax._unfreeze",
 }
 

@@ -162,3 +162,103 @@ def test_float_fuzz_values_are_not_silently_accepted_as_flags():
         else:
             raise AssertionError(f"train_bn={value!r} was accepted")
     assert isinstance(SelectorError("x"), FrostlineError)
+
+
+# --- hostile text and bytes: a FrostlineError or a correct result, each case in bounded time ------
+# Each example must finish within DEADLINE (a generous bound: a backtracking regex, an alias
+# bomb or a recursion blow-up takes minutes or never ends, a correct check milliseconds).
+
+DEADLINE = 5000  # milliseconds
+HOSTILE = settings(max_examples=150, deadline=DEADLINE,
+                   suppress_health_check=[HealthCheck.too_slow])
+
+REGEX_PIECES = st.sampled_from([
+    "(", ")", "a", "+", "*", "?", "|", "\\w", "\\.", ".", "$", "^", "{", "}", ",", "9", "0",
+    "1000", "1001", "99999999999", "[", "]", "^", "(?=", "(?P<x>", "\\1", "(?i)", "\\", "é",
+    "\ud800", "b", "bias", "{,", "[:alpha:]",
+])
+REGEX_TEXT = st.lists(REGEX_PIECES, max_size=16).map("".join)
+DEEP = st.builds(lambda n, op: op * n + "a" + (")" * n if op == "(" else ""),
+                 st.integers(50, 3000), st.sampled_from(["(", "!", "(!"]))
+
+
+@HOSTILE
+@given(REGEX_TEXT)
+@example("^(\\w+\\.?)*bias$")
+@example("(a+)+$")
+@example("a{99999999999}")
+@example("\ud800")
+def test_any_regex_compiles_or_raises_a_selector_error_and_matches_in_bounded_time(pattern):
+    long_names = ["encoder.layer.0.attention.self.query.weight", "a" * 3000 + "!"]
+    view = TreeView(tuple(Leaf(n, tuple(n.split(".")), (Owner("", Linear),), (1,), "float32",
+                               index=i) for i, n in enumerate(long_names)))
+    for text in ("re:" + _quoted(pattern), "name:" + _quoted(pattern),
+                 "path:" + _quoted(pattern)):
+        selector = _parse_or_error(text)
+        if selector is not None:
+            hits = selector.select(MatchContext(view))
+            assert len(hits) == 2 and all(isinstance(h, bool) for h in hits)
+
+
+def _quoted(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@HOSTILE
+@given(DEEP | SELECTOR_TEXT | st.text(max_size=200))
+def test_deep_or_arbitrary_selector_text_parses_or_raises_a_selector_error(text):
+    selector = _parse_or_error(text)
+    if selector is not None:
+        assert parse(selector.to_string()).to_string() == selector.to_string()
+
+
+YAML_PIECES = st.sampled_from([
+    "\n", " ", "  ", "- ", ": ", "&a ", "*a", "&b ", "*b", "<<: ", "!!python/object:os.system",
+    "!!binary ", "!!int ", "[", "]", "{", "}", ",", "'", '"', "#", "---", "...", "version",
+    "rules", "freeze", "unfreeze", "allow_empty", "train_bn", "groups", "spec", "names",
+    "true", "1", "9" * 50, "9" * 5000, "2024-13-45", "1e309", ".nan", "~", "|", ">", "\t",
+    "'**'", "group:-2:", "re:\"(a+)+$\"", "\ufeff", "é", "\x85", "\u2028",
+])
+YAML_TEXT = st.lists(YAML_PIECES, max_size=30).map("".join)
+RAW_BYTES = st.binary(max_size=300) | YAML_TEXT.map(
+    lambda t: t.encode("utf-8", "surrogatepass")) | YAML_TEXT.flatmap(
+    lambda t: st.sampled_from(["utf-16", "utf-16-le", "utf-32", "latin-1", "utf-8-sig"]).map(
+        lambda enc: t.encode(enc, "replace")))
+
+
+def _plan_or_error(load, data):
+    try:
+        plan = load(data)
+    except PlanError as exc:
+        assert str(exc) and len(str(exc)) < 2000, "an error message must stay short"
+        return None
+    assert isinstance(plan, Plan)
+    assert Plan.from_dict(plan.to_dict()) == plan
+    return plan
+
+
+@HOSTILE
+@given(YAML_TEXT | st.text(max_size=200))
+@example("a: &a [x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nversion: *b\n")
+@example("rules: " + "[" * 2000)
+@example("version: " + "9" * 5000)
+def test_arbitrary_yaml_and_json_text_loads_or_raises_a_plan_error(text):
+    _plan_or_error(Plan.from_yaml, text)
+    _plan_or_error(Plan.from_json, text)
+
+
+@HOSTILE
+@given(RAW_BYTES)
+@example(b"\xff\xfe" + "rules: []".encode("utf-16-le"))
+@example("rules: [{freeze: 'é'}]".encode("latin-1"))
+def test_arbitrary_bytes_load_as_a_plan_or_raise_a_plan_error(data):
+    _plan_or_error(Plan.from_yaml, data)
+    _plan_or_error(Plan.from_json, data)
+
+
+@HOSTILE
+@given(RAW_BYTES, st.sampled_from([".yaml", ".json", ".yml", ""]))
+def test_arbitrary_plan_files_load_or_raise_a_plan_error(tmp_path_factory, data, suffix):
+    path = tmp_path_factory.mktemp("plans") / f"plan{suffix}"
+    path.write_bytes(data)
+    _plan_or_error(Plan.load, str(path))

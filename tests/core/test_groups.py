@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 
 import frostline as fl
+from frostline import GroupError
 from frostline.core.grouping import attach_buffers, auto_groups, build_groups, groups_from_selectors
 from frostline.core.leaves import TreeView
 
@@ -86,11 +87,21 @@ def test_group_modules_are_the_smallest_covering_module_set(toy_groups):
     assert toy_groups["layer0"].modules == ("encoder.layer.0",)
 
 
-def test_explicit_groups_take_each_leaf_in_the_first_matching_selector(toy_view):
-    found = groups_from_selectors(toy_view, ["name:weight", "**"], names=["weights", "rest"])
+def test_overlapping_explicit_groups_are_refused_naming_both_and_a_leaf(toy_view):
+    # A leaf silently joining the first group that matches hid mistakes in a spec.
+    with pytest.raises(GroupError, match=r"group selectors 0 \('name:weight'\) and 1 \('\*\*'\) "
+                       r"both select 'embed\.weight'; groups are disjoint"):
+        groups_from_selectors(toy_view, ["name:weight", "**"], names=["weights", "rest"])
+    found = groups_from_selectors(toy_view, ["name:weight", "!name:weight"],
+                                  names=["weights", "rest"])
     assert all(n.endswith("weight") for n in found["weights"].leaf_names)
     assert not any(n.endswith("weight") for n in found["rest"].leaf_names)
     assert found.unmatched == ()
+
+
+def test_two_groups_with_one_name_are_refused(toy_view):
+    with pytest.raises(GroupError, match=r"groups 0 and 2 are both named 'x'; give every group"):
+        groups_from_selectors(toy_view, ["A", "head", "embed"], names=["x", "y", "x"])
 
 
 def test_explicit_groups_report_leaves_no_selector_matched(toy_view):

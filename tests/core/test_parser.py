@@ -9,6 +9,7 @@ from frostline.core.selectors import MatchContext
 
 
 def vector(selector, view, groups=None):
+    selector = fl.parse(selector) if isinstance(selector, str) else selector
     return selector.select(MatchContext(view, groups))
 
 
@@ -123,3 +124,77 @@ def test_group_keys_print_and_parse_back_unchanged(key):
 def test_a_quoted_group_value_is_a_name_even_if_it_looks_like_an_index():
     assert fl.parse('group:"2"') == fl.group("2")
     assert fl.parse("group:2") == fl.group(2)
+
+
+@pytest.mark.parametrize("text", ["(" * 330 + "a" + ")" * 330, "!" * 330 + "a",
+                                  "(!" * 2000 + "a" + ")" * 2000])
+def test_deep_nesting_is_a_syntax_error_not_a_recursion_error(text):
+    with pytest.raises(fl.SelectorSyntaxError, match="at most 100 nested parentheses and '!'"):
+        fl.parse(text)
+
+
+def test_nesting_up_to_the_limit_parses():
+    assert fl.parse("!" * 100 + "a").to_string() == "!" * 100 + "a"
+    assert fl.parse("(" * 100 + "a" + ")" * 100).to_string() == "a"
+
+
+def test_syntax_error_in_a_long_selector_shows_a_window_with_the_caret():
+    text = "a | " * 5000 + "b &"
+    with pytest.raises(fl.SelectorSyntaxError) as caught:
+        fl.parse(text)
+    message = str(caught.value)
+    assert len(message) < 500
+    line, caret = message.split("\n")[1:3]
+    assert line.startswith("  ...") and caret.index("^") == len(line)
+
+
+# --- traps in values -----------------------------------------------------------------------------
+
+
+def test_single_negative_group_index_is_refused_as_ambiguous():
+    with pytest.raises(fl.SelectorError, match=r"'group:-2' is ambiguous: it is one group, the "
+                       r"2nd from the head, not the last 2\. Write 'group:-2:' for the last 2 "
+                       r"groups, or 'group:-2:-1' for that one group"):
+        fl.parse("group:-2")
+
+
+def test_unambiguous_group_forms_select_what_they_say(toy_view, toy_groups):
+    assert vector("group:-1", toy_view, toy_groups) == vector("group:-1:", toy_view, toy_groups)
+    one = [leaf.name in toy_groups[2].leaf_names for leaf in toy_view]
+    assert vector("group:-2:-1", toy_view, toy_groups) == one
+    assert vector(fl.group(-2), toy_view, toy_groups) == one
+    assert str(fl.group(-2)) == "group:-2:-1" and fl.parse(str(fl.group(-2))) == fl.group(-2)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("group:-0:", r"'-0' is 0, the first group from the input"),
+    ("group:-0", r"'-0' is 0"),
+    ("group:1_0", r"'1_0' is not a group index: write indices with the digits 0-9 only"),
+    ("group:\u0663", r"is not a group index"),  # ARABIC-INDIC DIGIT THREE
+    ("group:1:\u0663", r"is not a group index"),
+    ("group:" + "9" * 5000, r"is too large"),
+])
+def test_group_indices_are_ascii_digits_and_never_minus_zero(text, message):
+    with pytest.raises(fl.SelectorError, match=message):
+        fl.parse(text)
+
+
+def test_quoted_group_values_are_names_and_print_back_quoted():
+    for key in ["1_0", "\u0663", "2", "a:b"]:
+        text = str(fl.group(key))
+        assert text.startswith('group:"') and fl.parse(text).key == key
+
+
+def test_a_quoted_alternative_keeps_its_commas(make_view):
+    view = make_view(["a,b.w", "a.w", "b.w", "c.w"], {})
+    assert fl.parse('name:"a,b"').names == ("a,b",)
+    assert vector('name:"a,b",c', view) == [True, False, False, True]
+    assert vector('path:"a,b"', view) == [True, False, False, False]
+    assert vector("name:a,b", view) == [False, True, True, False]
+    assert str(fl.name("a,b", "c")) == 'name:"a,b",c'
+    assert fl.parse(str(fl.name("a,b", "c"))) == fl.name("a,b", "c")
+
+
+def test_kind_takes_several_kinds(toy_view):
+    assert vector("kind:param,buffer", toy_view) == [True] * len(toy_view)
+    assert vector("kind:buffer,buffer", toy_view) == vector("kind:buffer", toy_view)

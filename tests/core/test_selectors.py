@@ -185,3 +185,16 @@ def test_plan_methods_accept_selector_objects_or_strings():
 def test_non_selector_values_are_refused():
     with pytest.raises(fl.SelectorError, match="expected a selector or a selector string"):
         fl.Plan().freeze(42)
+
+
+def test_slash_separated_flat_names_select_like_dotted_paths():
+    from frostline.core.leaves import Leaf, Owner, TreeView
+
+    class M:
+        pass
+
+    names = ["Transformer.encoderblock_0.w", "Transformer.encoderblock_1.w", "head.w"]
+    view = TreeView(tuple(Leaf(n, tuple(n.split(".")), (Owner("", M),), (1,), "float32",
+                               index=i) for i, n in enumerate(names)))
+    hits = fl.parse("Transformer/encoderblock_0").select(MatchContext(view))
+    assert [n for n, hit in zip(names, hits) if hit] == ["Transformer.encoderblock_0.w"]

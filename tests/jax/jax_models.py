@@ -71,6 +71,38 @@ class BnNet(eqx.Module):
         return self.head(x), state
 
 
+class BnBlock(eqx.Module):
+    lin: eqx.nn.Linear
+    bn: eqx.nn.BatchNorm
+
+    def __init__(self, width: int, *, key: jax.Array):
+        self.lin = eqx.nn.Linear(width, width, key=key)
+        self.bn = eqx.nn.BatchNorm(width, "batch", mode="batch")
+
+    def __call__(self, x: jax.Array, state: eqx.nn.State):
+        return self.bn(jax.nn.relu(self.lin(x)), state)
+
+
+class BnBlocks(eqx.Module):
+    """stem, three Linear+BatchNorm blocks, head: the Equinox twin of ``NnxNet``."""
+
+    stem: eqx.nn.Linear
+    blocks: list
+    head: eqx.nn.Linear
+
+    def __init__(self, width: int = 4, depth: int = 3, *, key: jax.Array):
+        keys = jax.random.split(key, depth + 2)
+        self.stem = eqx.nn.Linear(3, width, key=keys[0])
+        self.blocks = [BnBlock(width, key=k) for k in keys[1:-1]]
+        self.head = eqx.nn.Linear(width, 2, key=keys[-1])
+
+    def __call__(self, x: jax.Array, state: eqx.nn.State):
+        x = self.stem(x)
+        for block in self.blocks:
+            x, state = block(x, state)
+        return self.head(x), state
+
+
 class NnxBlock(nnx.Module):
     def __init__(self, width: int, rngs: nnx.Rngs):
         self.lin = nnx.Linear(width, width, rngs=rngs)

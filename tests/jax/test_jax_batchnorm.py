@@ -44,7 +44,7 @@ def train_eqx(model, state, plan, steps=3):
 
 def test_equinox_frozen_batchnorm_goes_to_inference_and_the_other_does_not():
     model, _ = eqx.nn.make_with_state(BnNet)(key=jax.random.key(0))
-    plan = fl.Plan().freeze("lin0 | bn0")
+    plan = fl.Plan().freeze("lin0 | bn0").with_bn(freeze_bn_stats=True)
     fixed = fl.frozen_bn_inference(model, plan)
     assert fixed.bn0.inference is True and fixed.bn1.inference is False
     assert model.bn0.inference is False
@@ -53,7 +53,7 @@ def test_equinox_frozen_batchnorm_goes_to_inference_and_the_other_does_not():
 
 def test_equinox_frozen_batchnorm_statistics_stay_while_the_rest_trains():
     model, state = eqx.nn.make_with_state(BnNet)(key=jax.random.key(0))
-    plan = fl.Plan().freeze("lin0 | bn0")
+    plan = fl.Plan().freeze("lin0 | bn0").with_bn(freeze_bn_stats=True)
     model = fl.frozen_bn_inference(model, plan)
     _, warm = train_eqx(model, state, plan, steps=1)
     trained, after = train_eqx(model, warm, plan)
@@ -72,7 +72,7 @@ def nnx_stats(model) -> dict[str, np.ndarray]:
 
 def test_nnx_frozen_batchnorm_statistics_stay_while_the_rest_trains():
     model = NnxNet()
-    plan = fl.Plan.lock(2)
+    plan = fl.Plan.lock(2, freeze_bn_stats=True)
     assert fl.frozen_bn_inference(model, plan) is model
     assert [b.bn.use_running_average for b in model.blocks] == [True, True, False]
     before = nnx_stats(model)
@@ -91,3 +91,66 @@ def test_nnx_frozen_batchnorm_statistics_stay_while_the_rest_trains():
     after = nnx_stats(model)
     for name in before:
         assert np.array_equal(before[name], after[name]) == (not name.startswith("blocks.2"))
+
+
+# --- modes both ways, through thaws, and train_bn with fixed statistics ----------------------
+
+
+def bn_blocks():
+    from jax_models import BnBlocks
+
+    return eqx.nn.make_with_state(BnBlocks)(key=jax.random.key(0))
+
+
+def test_equinox_apply_sets_modes_both_ways():
+    model, _ = bn_blocks()
+    locked = fl.apply(model, fl.Plan.lock(1, freeze_bn_stats=True))
+    assert [b.bn.inference for b in locked.blocks] == [True, True, True]
+    thawed = fl.apply(locked, fl.Plan.lock(3, freeze_bn_stats=True))
+    assert [b.bn.inference for b in thawed.blocks] == [True, False, False]
+    assert [b.bn.inference for b in fl.apply(thawed, fl.Plan()).blocks] == [False] * 3
+
+
+def test_equinox_thaw_puts_a_thawed_group_back_to_training_statistics():
+    model, state = bn_blocks()
+    tx = optax.adamw(1e-2)
+    plan0 = fl.Plan.lock(1, freeze_bn_stats=True)
+    model = fl.apply(model, plan0)
+    trainable, _ = fl.partition(model, plan0)
+    trainable, frozen, _ = fl.thaw(model, fl.Plan.lock(3, freeze_bn_stats=True), tx,
+                                   tx.init(trainable))
+    model = fl.combine(trainable, frozen)
+    assert [b.bn.inference for b in model.blocks] == [True, False, False]
+    x, _ = batch()
+    _, after = jax.vmap(model, axis_name="batch", in_axes=(0, None), out_axes=(0, None))(x, state)
+    moved = [not all(np.array_equal(a, b) for a, b in zip(bn_stats(state, blk.bn),
+                                                          bn_stats(after, blk.bn)))
+             for blk in model.blocks]
+    assert moved == [False, True, True]
+
+
+def test_nnx_eval_then_train_keeps_fixed_statistics_fixed():
+    model = NnxNet()
+    plan = fl.Plan.lock(2, freeze_bn_stats=True)
+    fl.frozen_bn_inference(model, plan)
+    model.eval()
+    model.train()
+    assert [b.bn.use_running_average for b in model.blocks] == [True, True, False]
+    before = nnx_stats(model)
+    model(batch()[0])
+    after = nnx_stats(model)
+    assert {n for n in before if not np.array_equal(before[n], after[n])} == {
+        "blocks.2.bn.mean", "blocks.2.bn.var"}
+    fl.apply(model, fl.Plan.lock(3, freeze_bn_stats=True))
+    model.train()
+    assert [b.bn.use_running_average for b in model.blocks] == [True, False, False]
+
+
+def test_nnx_fixed_statistics_survive_pickling():
+    import pickle
+
+    model = NnxNet()
+    fl.frozen_bn_inference(model, fl.Plan.lock(2, freeze_bn_stats=True))
+    copy = pickle.loads(pickle.dumps(model))
+    copy.train()
+    assert [b.bn.use_running_average for b in copy.blocks] == [True, True, False]

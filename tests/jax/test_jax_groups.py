@@ -32,10 +32,12 @@ def test_root_list_of_equinox_layers_is_a_block_stack():
     assert fl.groups(layers).names == ["0", "1", "2"]
 
 
-def test_linen_params_group_per_submodule_in_definition_order():
-    found = fl.groups(linen_style_params())
-    assert found.names == ["params.Dense_0", "params.Block_0", "params.Block_1",
-                           "params.Block_2", "params.Dense_1"]
+def test_linen_params_of_two_families_need_an_explicit_order():
+    with pytest.raises(fl.GroupError, match="cannot be known"):
+        fl.groups(linen_style_params())
+    spec = ["params.Dense_0", "params.Block_0", "params.Block_1", "params.Block_2",
+            "params.Dense_1"]
+    assert fl.groups(linen_style_params(), spec=spec).names == spec
 
 
 def test_nnx_blocks_in_a_list_are_the_trunk():

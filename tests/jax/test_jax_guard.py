@@ -126,7 +126,7 @@ def test_nnx_guard_catches_statistics_of_frozen_batchnorms_by_default():
 
 def test_nnx_guard_passes_once_frozen_batchnorms_are_in_inference():
     model = NnxNet()
-    plan = fl.Plan.lock(2)
+    plan = fl.Plan.lock(2, freeze_bn_stats=True)
     fl.frozen_bn_inference(model, plan)
     with fl.guard(model, plan):
         nnx_train(model, plan)
@@ -185,3 +185,37 @@ def test_bfloat16_updates_rounded_away_are_named_as_precision_loss():
     with pytest.raises(fl.GuardError, match=r"1 trainable parameters did not move: head\. .* 1 of "
                                             r"them are bfloat16: .*precision loss"):
         snap.check(updated, require_trainable_moved=True)
+
+
+# --- eqx.nn.State statistics and (model, state) pairs ---------------------------------------
+
+
+def test_guard_watches_batchnorm_statistics_held_in_an_eqx_state():
+    from jax_models import BnBlocks
+
+    model, state = eqx.nn.make_with_state(BnBlocks)(key=jax.random.key(0))
+    plan = fl.Plan.lock(2)
+    x, _ = batch()
+
+    def forward(model, state):
+        return jax.vmap(model, axis_name="batch", in_axes=(0, None), out_axes=(0, None))(x, state)
+
+    with pytest.raises(fl.GuardError, match=r"blocks\.0\.bn\.running_mean.*training mode"):
+        with fl.guard((model, state), plan, buffers=True) as snap:
+            _, state = forward(model, state)
+            snap.update((model, state))
+    fixed = plan.with_bn(freeze_bn_stats=True)
+    model = fl.apply(model, fixed)
+    with fl.guard((model, state), fixed, buffers=True) as snap:
+        _, state = forward(model, state)
+        snap.update((model, state))
+    assert set(snap.frozen) >= {f"blocks.{i}.bn.running_{s}" for i in (0, 1) for s in ("mean",
+                                                                                      "var")}
+
+
+def test_a_pair_is_for_the_guard_only():
+    from jax_models import BnBlocks
+
+    pair = eqx.nn.make_with_state(BnBlocks)(key=jax.random.key(0))
+    with pytest.raises(fl.BackendError, match="pass the model alone"):
+        fl.partition(pair, fl.Plan.lock(1))

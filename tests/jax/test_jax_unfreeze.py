@@ -198,3 +198,51 @@ def test_an_unknown_shared_option_is_refused():
 def test_docstring_examples_run():
     result = doctest.testmod(frostline.jax._unfreeze, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted and not result.failed
+
+
+def adam_moments(opt_state) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``name -> (mu, nu)`` over every ``ScaleByAdamState`` in a state (one per label)."""
+    def is_adam(x):
+        return isinstance(x, optax.ScaleByAdamState)
+
+    out = {}
+    for state in jax.tree_util.tree_leaves(opt_state, is_leaf=is_adam):
+        if is_adam(state):
+            mu, nu = arrays_by_name(state.mu), arrays_by_name(state.nu)
+            out.update({n: (mu[n], nu[n]) for n in mu})
+    return out
+
+
+@pytest.mark.parametrize("make_tx", [
+    lambda model: fl.layer_decay(model, optax.adamw, lr=1e-2, decay=0.5),
+    lambda model: optax.multi_transform(
+        {"trainable": optax.adamw(1e-2, weight_decay=0.1), "frozen": optax.set_to_zero()},
+        fl.optax_labels(model)),
+], ids=["layer_decay", "multi_transform"])
+def test_thaw_carries_the_state_of_multi_transform_labels(make_tx):
+    model = eqx_net()
+    n = len(fl.groups(model))
+    tx = make_tx(model)
+    step = make_step(tx)
+    trainable, frozen = fl.partition(model, SCHEDULE.plan_at(0, n))
+    trainable, before = train(step, trainable, frozen, tx.init(trainable))
+    trainable, frozen, after = fl.thaw(fl.combine(trainable, frozen), SCHEDULE.plan_at(1, n),
+                                       tx, before)
+    old, new = adam_moments(before), adam_moments(after)
+    assert set(old) == {"head.weight", "head.bias"}
+    assert set(new) - set(old) == {f"layers.2.{fc}.{p}" for fc in ("fc1", "fc2")
+                                   for p in ("weight", "bias")}
+    assert all(np.array_equal(old[n][i], new[n][i]) and np.any(old[n][i])
+               for n in old for i in (0, 1))
+    assert all(not np.any(new[n][0]) for n in set(new) - set(old))
+    at_thaw = arrays_by_name(trainable)
+    final, _ = train(step, trainable, frozen, after)
+    assert all(not np.array_equal(at_thaw[n], v) for n, v in arrays_by_name(final).items())
+
+
+def test_thaw_refuses_layer_decay_labels_that_freeze_what_now_trains():
+    model = eqx_net()
+    tx = fl.layer_decay(model, optax.adamw, lr=1e-2, decay=0.5, plan=fl.Plan.lock(1))
+    trainable, _ = fl.partition(model, fl.Plan.lock(1))
+    with pytest.raises(fl.PlanError, match="build it without a plan"):
+        fl.thaw(model, fl.Plan.lock(2), tx, tx.init(trainable))

@@ -62,10 +62,12 @@ def test_nnx_owner_chain_uses_graph_paths():
     assert leaf.owners[-1].class_name == "BatchNorm"
 
 
-def test_linen_params_dict_has_dict_key_names_and_no_owners():
+def test_linen_params_dict_has_dict_key_names_and_owners_from_automatic_names():
     view = fl.view(linen_style_params())
-    assert view.names[:2] == ("params.Dense_0.kernel", "params.Dense_0.bias")
-    assert all(leaf.owners == () for leaf in view)
+    assert view.names[:2] == ("params.Block_0.Dense_0.bias", "params.Block_0.Dense_0.kernel")
+    owners = view["params.Block_1.LayerNorm_0.scale"].owners
+    assert [(o.path, o.class_name) for o in owners] == [
+        ("params.Block_1", "Block"), ("params.Block_1.LayerNorm_0", "LayerNorm")]
 
 
 def test_numpy_pytree_is_handled_by_the_jax_backend():
@@ -86,3 +88,26 @@ def test_nnx_order_survives_a_jitted_call_that_reassigns_attributes():
     first = fl.view(model).names
     nnx.jit(lambda m: m(jnp.ones((2, 3))))(model)
     assert fl.view(model).names == first
+
+
+def test_eqx_shared_weights_are_tied_and_a_split_freeze_is_refused():
+    k1, k2 = jax.random.split(jax.random.key(0))
+    shared = eqx.nn.Shared((eqx.nn.Embedding(5, 4, key=k1), eqx.nn.Linear(4, 5, key=k2)),
+                           lambda p: p[1].weight, lambda p: p[0].weight)
+    view = fl.view(shared)
+    assert view["pytree.1.weight"].tied_to == ("pytree.0.weight",)
+    with pytest.raises(fl.TiedWeightError, match="'pytree.0.weight' and 'pytree.1.weight'"):
+        fl.mask(shared, fl.Plan().freeze("pytree.0"))
+    plan = fl.Plan().freeze("pytree.0 | pytree.1.weight")
+    trainable, _ = fl.partition(shared, plan)
+    assert trainable.pytree[0].weight is None and trainable.pytree[1].bias is not None
+    with fl.guard(shared, plan) as snap:
+        snap.update(shared)
+
+
+def test_eqx_shared_with_a_computed_get_is_refused():
+    k1, k2 = jax.random.split(jax.random.key(0))
+    shared = eqx.nn.Shared((eqx.nn.Embedding(5, 4, key=k1), eqx.nn.Linear(5, 4, key=k2)),
+                           lambda p: p[1].weight, lambda p: jnp.transpose(p[0].weight))
+    with pytest.raises(fl.BackendError, match="computed value"):
+        fl.view(shared)

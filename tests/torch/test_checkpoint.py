@@ -175,8 +175,6 @@ def test_check_base_false_loads_onto_other_frozen_weights(tmp_path):
 
 
 def test_crash_mid_write_leaves_previous_file_intact(tmp_path, monkeypatch):
-    import safetensors.torch
-
     model = _conv_net()
     fl.apply(model, LAST_TWO)
     target = tmp_path / "ck.safetensors"
@@ -184,16 +182,35 @@ def test_crash_mid_write_leaves_previous_file_intact(tmp_path, monkeypatch):
     previous = target.read_bytes()
     _train(model)
 
-    def crashing_save_file(tensors, filename, metadata=None):
-        with open(filename, "wb") as handle:
-            handle.write(b"\x00" * 100)
+    written = []
+    real_fsync = os.fsync
+
+    def crashing_fsync(fd):
+        written.append(os.fstat(fd).st_size)  # the data is in the temporary file
         raise OSError("disk full")
 
-    monkeypatch.setattr(safetensors.torch, "save_file", crashing_save_file)
+    monkeypatch.setattr(os, "fsync", crashing_fsync)
     with pytest.raises(OSError, match="disk full"):
         fl.save_trainable(model, target)
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert written and written[0] > 1000
     assert target.read_bytes() == previous
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.safetensors"]
+
+
+def test_crash_while_serialising_removes_the_temporary_file(tmp_path, monkeypatch):
+    import safetensors.torch
+
+    model = _conv_net()
+    fl.apply(model, LAST_TWO)
+
+    def failing_save(tensors, metadata=None):
+        raise MemoryError("out of memory")
+
+    monkeypatch.setattr(safetensors.torch, "save", failing_save)
+    with pytest.raises(MemoryError):
+        fl.save_trainable(model, tmp_path / "ck.safetensors")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_crash_before_rename_leaves_previous_file_intact(tmp_path, monkeypatch):
@@ -243,6 +260,16 @@ def test_plain_safetensors_file_is_refused_as_not_frostline(tmp_path):
     ("frostline.base", '{"architecture": [["0.weight"]], "digests": {}}'),
     ("frostline.base", '{"architecture": [], "digests": {"0.weight": 3}}'),
     ("frostline.plan", '{"version": 1, "rules": [{"freez": "**"}]}'),
+    ("frostline.base", '{"architecture": [], "digests": []}'),
+    ("frostline.base", '{"architecture": {}, "digests": {}}'),
+    ("frostline.state", "[]"),
+    ("frostline.plan", "[" * 5000 + "]" * 5000),
+    ("frostline.base", '{"architecture": [["0.weight", "param", "float32", [' + "9" * 5000
+     + '], null]], "digests": {}}'),
+    ("frostline.plan", '{"version": 1, "rules": [{"freeze": "' + "(" * 400 + "a" + ")" * 400
+     + '"}]}'),
+    ("frostline.plan", '{"version": 1, "rules": [{"freeze": "' + "!" * 400 + 'a"}]}'),
+    ("frostline.plan", '{"version": 1, "rules": [{"freeze": "re:a{99999999999}"}]}'),
 ])
 def test_damaged_metadata_is_refused_before_the_model_is_touched(tmp_path, key, value):
     from safetensors.torch import save_file
@@ -257,9 +284,84 @@ def test_damaged_metadata_is_refused_before_the_model_is_touched(tmp_path, key, 
     fresh = _conv_net()
     before = _state(fresh)
     with pytest.raises(fl.CheckpointError,
-                       match=r"damaged frostline metadata|plan that cannot be read: rule 0"):
+                       match=r"damaged frostline metadata|plan that cannot be read: rule 0"
+                       ) as caught:
         fl.load_trainable(fresh, tmp_path / "bad.safetensors")
     assert _same_state(_state(fresh), before)
+    assert len(str(caught.value)) < 1000
+
+
+def _rewrite(source: pathlib.Path, target: pathlib.Path, **extra: torch.Tensor) -> None:
+    """Copy a checkpoint with its metadata, adding tensors (a file edited by hand)."""
+    from safetensors.torch import save_file
+
+    keys, meta = _stored(source)
+    with safe_open(os.fspath(source), framework="pt") as handle:
+        tensors = {k: handle.get_tensor(k) for k in keys}
+    save_file({**tensors, **extra}, target, metadata=meta)
+
+
+@pytest.mark.parametrize("extra", [
+    {"0.weight": torch.full((4, 3, 3, 3), 7.0)},  # a frozen parameter
+    {"1.running_mean": torch.full((4,), 7.0)},  # statistics the plan fixes
+    {"7.weight": torch.zeros(3, 64), "0.bias": torch.ones(4), "1.weight": torch.ones(4)},
+])
+def test_file_holding_frozen_tensors_is_refused_naming_them_and_the_base_is_untouched(
+        tmp_path, extra):
+    model = _conv_net()
+    fl.apply(model, LAST_TWO.with_bn(freeze_bn_stats=True))
+    _train(model)
+    fl.save_trainable(model, tmp_path / "ck.safetensors")
+    _rewrite(tmp_path / "ck.safetensors", tmp_path / "edited.safetensors", **extra)
+    fresh = _conv_net()
+    before = _state(fresh)
+    frozen = sorted((n for n in extra if n != "7.weight"), key=list(before).index)
+    named = ", ".join(f"'{n}'" for n in frozen)
+    with pytest.raises(fl.CheckpointError, match=rf"holds {len(frozen)} tensors that are frozen "
+                       rf"under its own plan \({named}\); loading them would overwrite"):
+        fl.load_trainable(fresh, tmp_path / "edited.safetensors")
+    assert _same_state(_state(fresh), before)
+    # Without the base check the extras are refused all the same.
+    with pytest.raises(fl.CheckpointError, match="frozen under its own plan"):
+        fl.load_trainable(fresh, tmp_path / "edited.safetensors", check_base=False)
+    assert _same_state(_state(fresh), before)
+
+
+def test_file_without_a_plan_holding_a_frozen_tensor_is_refused(tmp_path):
+    model = _conv_net()
+    for name, param in model.named_parameters():
+        param.requires_grad_(name.startswith("7."))
+    fl.save_trainable(model, tmp_path / "ck.safetensors")
+    _rewrite(tmp_path / "ck.safetensors", tmp_path / "edited.safetensors",
+             **{"3.weight": torch.zeros(4, 4, 3, 3)})
+    fresh = _conv_net()
+    with pytest.raises(fl.CheckpointError, match=r"1 tensors that are frozen.*\('3\.weight'\)"):
+        fl.load_trainable(fresh, tmp_path / "edited.safetensors")
+    assert not torch.equal(fresh[3].weight, torch.zeros(4, 4, 3, 3))
+
+
+def test_updating_bn_stats_of_a_frozen_bn_are_accepted(tmp_path):
+    model = _conv_net()
+    fl.apply(model, LAST_TWO)  # BatchNorm 1 is frozen, but its statistics still update
+    _train(model)
+    fl.save_trainable(model, tmp_path / "ck.safetensors")
+    fresh = _conv_net()
+    info = fl.load_trainable(fresh, tmp_path / "ck.safetensors")
+    assert "1.running_mean" in info.tensors
+    assert torch.equal(fresh[1].running_mean, model[1].running_mean)
+
+
+def test_base_with_other_frozen_bn_statistics_is_refused(tmp_path):
+    model = _conv_net()
+    fl.apply(model, LAST_TWO.with_bn(freeze_bn_stats=True))
+    _train(model)
+    fl.save_trainable(model, tmp_path / "ck.safetensors")
+    other = _conv_net()
+    with torch.no_grad():
+        other[1].running_var.add_(0.5)  # same weights, other fixed statistics
+    with pytest.raises(fl.CheckpointError, match=r"other frozen weights: 1 frozen tensors.*"
+                       r"\('1\.running_var'\)"):
+        fl.load_trainable(other, tmp_path / "ck.safetensors")
 
 
 def test_missing_file_is_a_checkpoint_error(tmp_path):
@@ -449,3 +551,106 @@ def test_parameters_viewing_one_flat_buffer_are_saved_and_restored(tmp_path):
     fresh = flat_net(0)
     fl.load_trainable(fresh, tmp_path / "ck.safetensors")
     assert torch.equal(fresh.weight, model.weight) and torch.equal(fresh.bias, model.bias)
+
+
+# --- files: permissions, links, temporary files --------------------------------------------------
+
+
+@pytest.fixture
+def umask():
+    def set_umask(mask: int) -> None:
+        os.umask(mask)
+
+    old = os.umask(0o022)
+    os.umask(old)
+    yield set_umask
+    os.umask(old)
+
+
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_checkpoint_gets_the_mode_of_an_ordinary_new_file(tmp_path, umask, mask, mode):
+    model = _conv_net()
+    fl.apply(model, LAST_TWO)
+    umask(mask)
+    fl.save_trainable(model, tmp_path / "ck.safetensors")
+    with open(tmp_path / "plain", "w"):
+        pass
+    assert (tmp_path / "ck.safetensors").stat().st_mode & 0o777 == mode
+    assert (tmp_path / "plain").stat().st_mode & 0o777 == mode
+
+
+def test_overwriting_a_checkpoint_keeps_its_mode(tmp_path, umask):
+    model = _conv_net()
+    fl.apply(model, LAST_TWO)
+    target = tmp_path / "ck.safetensors"
+    fl.save_trainable(model, target)
+    target.chmod(0o640)
+    umask(0o022)
+    _train(model)
+    fl.save_trainable(model, target)
+    assert target.stat().st_mode & 0o777 == 0o640
+
+
+def test_saving_through_a_symlink_writes_its_target_and_keeps_the_link(tmp_path):
+    model = _conv_net()
+    fl.apply(model, LAST_TWO)
+    (tmp_path / "store").mkdir()
+    real = tmp_path / "store" / "ck.safetensors"
+    fl.save_trainable(model, real)
+    link = tmp_path / "latest.safetensors"
+    link.symlink_to(real)
+    _train(model)
+    fl.save_trainable(model, link)
+    assert link.is_symlink() and link.resolve() == real.resolve()
+    fresh = _conv_net()
+    fl.load_trainable(fresh, real)
+    assert torch.equal(fresh[7].weight, model[7].weight)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.safetensors", "store"]
+    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == ["ck.safetensors"]
+
+
+KILLED_SAVE = """
+import os, signal, sys
+import torch
+import frostline as fl
+
+def killed_before_rename(fd):
+    os.kill(os.getpid(), signal.SIGKILL)  # the temporary file holds the whole checkpoint
+
+os.fsync = killed_before_rename
+torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
+fl.lock(model, unlocked_groups=1)
+fl.save_trainable(model, sys.argv[1])
+"""
+
+
+def test_a_later_save_removes_temporary_files_of_killed_saves(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    target = tmp_path / "ck.safetensors"
+    done = subprocess.run([sys.executable, "-c", KILLED_SAVE, str(target)], timeout=300,
+                          capture_output=True)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    left = list(tmp_path.iterdir())
+    assert len(left) == 1 and left[0].name.startswith(".ck.safetensors.")
+    assert left[0].name.endswith(".tmp") and left[0].stat().st_size > 100
+    other = tmp_path / ".other.safetensors.1-abcdef01.00.tmp"  # another file's: not touched
+    other.write_bytes(b"x")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+    fl.lock(model, unlocked_groups=1)
+    fl.save_trainable(model, target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [other.name, "ck.safetensors"]
+
+
+def test_temporary_file_of_a_running_save_is_left_alone(tmp_path):
+    from frostline.core.checkpoint import _create_temporary
+
+    mine = _create_temporary(str(tmp_path), "ck.safetensors")  # this process is alive
+    model = _conv_net()
+    fl.apply(model, LAST_TWO)
+    fl.save_trainable(model, tmp_path / "ck.safetensors")
+    assert os.path.exists(mine)

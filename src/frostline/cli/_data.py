@@ -6,13 +6,16 @@ The file is a NumPy ``.npz`` archive (``np.savez``) with four arrays:
 * ``y_train``: training labels, ``(N,)``, integers from 0 to ``classes - 1``;
 * ``x_val``, ``y_val``: the same for validation; inputs of the same shape per example.
 
-It is read with ``allow_pickle=False``, so loading never runs code from the file.
+It is read with ``allow_pickle=False``, so loading never runs code from the file, and every
+``.npy`` header is checked against a size limit before anything is allocated.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import zipfile
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +23,8 @@ import numpy as np
 from .._errors import FrostlineError
 
 KEYS = ("x_train", "y_train", "x_val", "y_val")
+# The most bytes the four arrays may hold unless the caller allows more (--max-data-mb).
+MAX_BYTES = 4 << 30
 
 
 class DataError(FrostlineError):
@@ -42,12 +47,18 @@ class ArrayData:
     num_classes: int
 
 
-def load_npz(path: str) -> ArrayData:
+def load_npz(path: str, max_bytes: int = MAX_BYTES) -> ArrayData:
     """Read and check a ``.npz`` classification data set (see the module docstring).
 
+    Every member's ``.npy`` header is read and checked before any array is allocated: the four
+    arrays together may hold at most ``max_bytes`` (a header may claim any size, and a
+    compressed member may expand a thousandfold), and each header must agree with the size of
+    its member.
+
     Raises:
-        DataError: the file cannot be read, a key is missing, an array holds objects,
-            shapes disagree, or labels are not non-negative integers.
+        DataError: the file cannot be read, a key is missing or is not a ``.npy`` array, an
+            array holds objects, a member is corrupt, the arrays exceed ``max_bytes``, shapes
+            disagree, or labels are not non-negative integers.
 
     Example:
         >>> import numpy as np, tempfile, os
@@ -62,23 +73,87 @@ def load_npz(path: str) -> ArrayData:
             raise OSError("no such file")
         if not zipfile.is_zipfile(path):
             raise OSError("not an .npz (zip) archive")
-        with np.load(path, allow_pickle=False) as archive:
-            missing = [key for key in KEYS if key not in archive.files]
+        with zipfile.ZipFile(path) as archive:
+            members = {info.filename: info for info in archive.infolist()}
+            missing = [key for key in KEYS if f"{key}.npy" not in members]
             if missing:
                 raise DataError(
-                    f"{path} lacks {', '.join(missing)}: expected an .npz with arrays "
-                    f"{', '.join(KEYS)} (found {', '.join(archive.files) or 'none'}); write it "
-                    "with np.savez(path, x_train=..., y_train=..., x_val=..., y_val=...).")
-            arrays = {key: archive[key] for key in KEYS}
+                    f"{path} lacks {', '.join(missing)}: expected an .npz with .npy arrays "
+                    f"{', '.join(KEYS)} (found {_names(members)}); write it with "
+                    "np.savez(path, x_train=..., y_train=..., x_val=..., y_val=...).")
+            headers = {key: _header(archive, members[f"{key}.npy"], path) for key in KEYS}
+            total = sum(header.nbytes for header in headers.values())
+            if total > max_bytes:
+                raise DataError(
+                    f"{path}: the arrays hold {total:,} bytes, over the limit of {max_bytes:,} "
+                    f"({', '.join(f'{k} {h.describe()}' for k, h in headers.items())}); pass "
+                    "--max-data-mb to raise the limit if the file is what you meant.")
+            arrays = {key: _array(archive, members[f"{key}.npy"], path) for key in KEYS}
     except DataError:
         raise
-    except ValueError as exc:
-        raise DataError(f"{path}: an array holds Python objects, which are not loaded (no "
-                        f"pickles: {exc}); save numeric arrays only.") from None
-    except (OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise DataError(f"cannot read the data file {path} ({exc}); expected an .npz written "
-                        "by np.savez with arrays x_train, y_train, x_val, y_val.") from None
+    except (OSError, zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError,
+            RuntimeError, ValueError) as exc:  # ValueError: e.g. a member name that is not UTF-8
+        raise DataError(f"cannot read the data file {path} ({_first_line(exc)}); expected an "
+                        ".npz written by np.savez with arrays x_train, y_train, x_val, "
+                        "y_val.") from None
     return _checked(path, arrays)
+
+
+@dataclass(frozen=True)
+class _Header:
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    nbytes: int
+
+    def describe(self) -> str:
+        return f"{self.dtype} {self.shape}"
+
+
+def _header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: str) -> _Header:
+    """The ``.npy`` header of one member, checked against the member's size, unallocated."""
+    name = info.filename
+    with archive.open(info) as handle:
+        try:
+            version = np.lib.format.read_magic(handle)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+            else:
+                raise ValueError(f".npy format version {version} is not read here")
+        except (ValueError, SyntaxError, TypeError, EOFError) as exc:
+            raise DataError(f"{path}: member {name} is not a valid .npy array "
+                            f"({_first_line(exc)}); write the file with np.savez.") from None
+        header_size = handle.tell()
+    if dtype.hasobject:
+        raise DataError(f"{path}: {name} holds Python objects (dtype {dtype}), which are not "
+                        "loaded (no pickles); save numeric arrays only.")
+    nbytes = math.prod(shape) * dtype.itemsize
+    if header_size + nbytes != info.file_size:
+        raise DataError(f"{path}: member {name} is corrupt: its header says {dtype} "
+                        f"{shape} ({nbytes:,} bytes of data) but the member holds "
+                        f"{max(info.file_size - header_size, 0):,}; write the file again.")
+    return _Header(tuple(shape), dtype, nbytes)
+
+
+def _array(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: str) -> np.ndarray:
+    with archive.open(info) as handle:
+        try:
+            return np.lib.format.read_array(handle, allow_pickle=False)
+        except ValueError as exc:
+            raise DataError(f"{path}: member {info.filename} is corrupt ({_first_line(exc)}); "
+                            "write the file again.") from None
+
+
+def _names(members: dict[str, zipfile.ZipInfo]) -> str:
+    names = list(members)
+    shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+    return shown[:200] or "none"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:160]
 
 
 def _checked(path: str, arrays: dict[str, np.ndarray]) -> ArrayData:
@@ -107,4 +182,4 @@ def _checked(path: str, arrays: dict[str, np.ndarray]) -> ArrayData:
     )
 
 
-__all__ = ["KEYS", "ArrayData", "DataError", "load_npz"]
+__all__ = ["KEYS", "MAX_BYTES", "ArrayData", "DataError", "load_npz"]

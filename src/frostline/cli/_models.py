@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .._errors import FrostlineError, closest
+from .._errors import FrostlineError, closest, shorten
 
 SPEC_HELP = ("timm:NAME, torchvision:NAME, hf:PATH_OR_MODEL_TYPE, open_clip:NAME, "
              "package.module:factory, or demo")
@@ -36,10 +36,24 @@ def load_model(spec: str) -> Any:
 
         return pretrained_digit_net()
     if prefix in builders and name:
-        return builders[prefix](name)
+        return _with_parameters(builders[prefix](name), spec)
     if name and all(part.isidentifier() for part in prefix.split(".")):
-        return _factory(prefix, name)
-    raise ModelSpecError(f"unknown model spec {spec!r}: expected {SPEC_HELP}.")
+        return _with_parameters(_factory(prefix, name), spec)
+    raise ModelSpecError(f"unknown model spec {shorten(spec)}: expected {SPEC_HELP}.")
+
+
+def _with_parameters(model: Any, spec: str) -> Any:
+    """The model, if frostline knows its kind and it has parameters to freeze or train."""
+    from ..core.backend import backend_for
+    from ..core.leaves import PARAM
+
+    view = backend_for(model).view(model)
+    if not any(leaf.kind == PARAM for leaf in view):
+        raise ModelSpecError(
+            f"{shorten(spec)} built a {type(model).__name__} without parameters: there is "
+            "nothing to freeze or train. Pass a model spec whose model has parameters."
+        )
+    return model
 
 
 def _unknown(library: str, name: str, known: Iterable[str]) -> ModelSpecError:
@@ -83,7 +97,19 @@ def _open_clip(name: str) -> Any:
 def _hf(path_or_type: str) -> Any:
     transformers = _import("transformers", "zoo")
     if os.path.isdir(path_or_type):
-        return transformers.AutoModel.from_pretrained(path_or_type, local_files_only=True)
+        if not os.path.isfile(os.path.join(path_or_type, "config.json")):
+            raise ModelSpecError(
+                f"hf:{shorten(path_or_type)} is a folder without config.json; pass a folder "
+                "saved with save_pretrained (config.json and the weights), or a model type "
+                "such as hf:bert."
+            )
+        try:
+            return transformers.AutoModel.from_pretrained(path_or_type, local_files_only=True)
+        except (OSError, ValueError, KeyError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ModelSpecError(
+                f"hf:{shorten(path_or_type)} cannot be loaded by transformers: {first[:200]}"
+            ) from None
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     if path_or_type not in CONFIG_MAPPING:
@@ -103,6 +129,10 @@ def _hf(path_or_type: str) -> Any:
 def _factory(module_name: str, attr: str) -> Any:
     try:
         module = importlib.import_module(module_name)
+    except SystemExit as exc:
+        raise ModelSpecError(f"importing {module_name} for the model factory called "
+                             f"exit({exc.code!r}); import a module that defines the factory "
+                             "without exiting.") from None
     except ImportError as exc:
         raise ModelSpecError(
             f"cannot import {module_name!r} for the model factory {module_name}:{attr} ({exc}); "
@@ -111,7 +141,14 @@ def _factory(module_name: str, attr: str) -> Any:
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise ModelSpecError(
-            f"{module_name} has no callable {attr!r}; pass package.module:factory where "
+            f"{module_name} has no callable {shorten(attr)}; pass package.module:factory where "
             "factory() returns the model."
         )
-    return factory()
+    try:
+        return factory()
+    except SystemExit as exc:
+        # An exit from inside the factory would end the command with its code (0: success).
+        raise ModelSpecError(
+            f"the model factory {module_name}:{attr} called exit({exc.code!r}) instead of "
+            "returning a model; make factory() return the model."
+        ) from None

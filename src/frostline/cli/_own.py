@@ -10,23 +10,24 @@ from typing import Any
 import torch
 
 from ..demo._data import Task
-from ._data import DataError, load_npz
+from ._data import MAX_BYTES, DataError, load_npz
 from ._models import load_model
 
 
-def own_task(spec: str, path: str, shift: str, seed: int = 0
+def own_task(spec: str, path: str, shift: str, seed: int = 0, max_bytes: int = MAX_BYTES
              ) -> tuple[Task, Callable[[], Any]]:
     """The data of ``path`` as a sweep task, and a function returning copies of the model.
 
     The model is built once, under ``seed`` (weights a factory initialises at random come out
     the same on every run); every setting trains a deep copy, so all start from the same
-    weights. Its outputs must cover the labels (the head is not replaced).
+    weights. Its outputs must cover the labels (the head is not replaced). ``max_bytes``
+    bounds the arrays of the file (see :func:`load_npz`).
 
     Raises:
         DataError: the file is not a valid data set, or the model's outputs do not fit it.
         ModelSpecError: the spec names no model.
     """
-    data = load_npz(path)
+    data = load_npz(path, max_bytes)
     torch.manual_seed(seed)
     model = load_model(spec)
     if not isinstance(model, torch.nn.Module):

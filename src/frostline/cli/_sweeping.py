@@ -37,6 +37,7 @@ def _positive(text: str) -> int:
 
 def add_sweep(commands: Any) -> None:
     from ..core.recommend import SHIFTS
+    from ._data import MAX_BYTES
     from ._models import SPEC_HELP
 
     parser = commands.add_parser(
@@ -50,6 +51,9 @@ def add_sweep(commands: Any) -> None:
                         help=f"the model to sweep, with --data: {SPEC_HELP}")
     parser.add_argument("--data", metavar="FILE.npz",
                         help="classification data: an .npz with x_train, y_train, x_val, y_val")
+    parser.add_argument("--max-data-mb", type=_positive, default=MAX_BYTES >> 20, metavar="MB",
+                        help="refuse --data whose arrays hold more than MB mebibytes (default "
+                        f"{MAX_BYTES >> 20}); checked from the array headers before loading")
     parser.add_argument("--shift", choices=SHIFTS, default="none",
                         help="domain shift of your data, for the recommendation (default none)")
     parser.add_argument("--task", choices=TASKS,
@@ -146,7 +150,8 @@ def _sweep_target(args: argparse.Namespace) -> tuple[Any, Callable[[], Any], str
         raise UsageError("--task picks a demo task; it does not combine with --data.")
     from ._own import own_task
 
-    task, make = own_task(args.model, args.data, args.shift, args.seed)
+    task, make = own_task(args.model, args.data, args.shift, args.seed,
+                          max_bytes=args.max_data_mb << 20)
     return task, make, f"frostline: choose the frost line of {args.model} on {args.data}"
 
 

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .._errors import GroupError
+from .._errors import GroupError, shorten
 from .groups import Group, Groups, minimal_modules
 from .leaves import PARAM, Leaf, Owner, TreeView
 from .norms import is_norm
@@ -133,7 +133,10 @@ def _module_group(leaf: Leaf, module_group: Mapping[str, int], fallback: int) ->
 
 def groups_from_selectors(view: TreeView, selectors: Sequence[Selector | str],
                           names: Sequence[str] | None = None) -> Groups:
-    """Explicit groups: the i-th selector defines group i; a leaf joins the first that matches.
+    """Explicit groups: the i-th selector defines group i.
+
+    The groups must not overlap: a leaf two selectors match is an error naming both, as are two
+    groups with one name (either would silently decide what the other holds).
 
     Example:
         >>> class M: pass
@@ -148,6 +151,15 @@ def groups_from_selectors(view: TreeView, selectors: Sequence[Selector | str],
         raise GroupError("an explicit grouping needs at least one selector.")
     if names is not None and len(names) != len(parsed):
         raise GroupError(f"got {len(names)} group names for {len(parsed)} selectors.")
+    group_names = list(names) if names is not None else [str(s) for s in parsed]
+    seen: dict[str, int] = {}
+    for g, group_name in enumerate(group_names):
+        if group_name in seen:
+            raise GroupError(
+                f"groups {seen[group_name]} and {g} are both named {shorten(group_name)}; "
+                "give every group its own name."
+            )
+        seen[group_name] = g
     ctx = MatchContext(view)
     members: list[list[str]] = [[] for _ in parsed]
     unmatched = []
@@ -158,13 +170,19 @@ def groups_from_selectors(view: TreeView, selectors: Sequence[Selector | str],
                 f"group {g} ({parsed[g]}) matches nothing: {explain_empty(parsed[g], ctx)}."
             )
     for i, leaf in enumerate(view):
-        for g in range(len(parsed)):
-            if hits[g][i]:
-                members[g].append(leaf.name)
-                break
+        matched = [g for g in range(len(parsed)) if hits[g][i]]
+        if len(matched) > 1:
+            first, second = matched[:2]
+            raise GroupError(
+                f"group selectors {first} ({shorten(str(parsed[first]))}) and {second} "
+                f"({shorten(str(parsed[second]))}) both select '{leaf.name}'; groups are "
+                "disjoint: narrow one selector (e.g. 'blocks.* & !blocks.0') so each leaf "
+                "belongs to one group."
+            )
+        if matched:
+            members[matched[0]].append(leaf.name)
         else:
             unmatched.append(leaf.name)
-    group_names = list(names) if names is not None else [str(s) for s in parsed]
     note = f"explicit: {len(parsed)} selectors" + (
         f"; {len(unmatched)} leaves matched none and are in no group" if unmatched else "")
     return build_groups(view, members, group_names, "explicit", [note], unmatched)

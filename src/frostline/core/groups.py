@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
 from typing import Any
 
-from .._errors import GroupError, PlanError
+from .._errors import GroupError, PlanError, show
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ class Groups:
                 if group.name == key:
                     return group
             raise GroupError(
-                f"no group named {key!r}; the model's groups are {self.names}. "
+                f"no group named {show(key)}; the model's groups are {self.names}. "
                 "Use one of those names or an index."
             )
         return self.groups[self.normalize(key)]
@@ -179,18 +179,19 @@ class Grouping:
         for key in _FLAGS:
             value = getattr(self, key)
             if value is not None and type(value) is not bool:
-                raise PlanError(f"grouping option {key!r} must be true or false, got {value!r}.")
+                raise PlanError(f"grouping option {key!r} must be true or false, got {show(value)}.")
         if self.tower is not None and (not isinstance(self.tower, str) or not self.tower):
             raise PlanError(f"grouping option 'tower' must be a module path or 'image'/'text', "
-                            f"got {self.tower!r}.")
+                            f"got {show(self.tower)}.")
         for key in _NAME_LISTS:
             value = getattr(self, key)
             if value is None:
                 continue
             if isinstance(value, str) or not isinstance(value, (list, tuple)):
-                raise PlanError(f"grouping option {key!r} must be a list, got {value!r}.")
+                raise PlanError(f"grouping option {key!r} must be a list, got {show(value)}.")
             if key == "names" and not all(isinstance(item, str) for item in value):
-                raise PlanError(f"grouping option 'names' must be a list of strings, got {value!r}.")
+                raise PlanError(f"grouping option 'names' must be a list of strings, got "
+                                f"{show(value)}.")
             object.__setattr__(self, key, tuple(value))
 
     def over(self, base: Grouping) -> Grouping:
@@ -235,17 +236,17 @@ class Grouping:
             raise PlanError(
                 f"'groups' must be a mapping of grouping options, got {type(data).__name__}.")
         known = [f.name for f in fields(cls) if f.name != "example_input"]
-        unknown = sorted(set(map(str, data)) - set(known))
+        unknown = [key for key in data if key not in known]
         if unknown:
             raise PlanError(
-                f"unknown grouping option(s) {unknown} for a plan; known: {sorted(known)} "
+                f"unknown grouping option(s) {show(unknown)} for a plan; known: {sorted(known)} "
                 "(an example_input cannot be stored: pass it when applying the plan)."
             )
         spec = data.get("spec")
         if spec is not None and (isinstance(spec, str) or not isinstance(spec, (list, tuple))
                                  or not all(isinstance(item, str) for item in spec)):
-            raise PlanError(f"grouping option 'spec' must be a list of strings, got {spec!r}.")
-        return cls(**{str(k): v for k, v in data.items()})
+            raise PlanError(f"grouping option 'spec' must be a list of strings, got {show(spec)}.")
+        return cls(**dict(data))
 
 
 def _selector_text(item: Any) -> str:

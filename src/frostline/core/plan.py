@@ -23,17 +23,19 @@ from typing import Any
 
 import yaml
 
-from .._errors import PlanError, SelectorError, TiedWeightError
+from .._errors import PlanError, SelectorError, TiedWeightError, show
+from ._textfiles import load_json_text, load_yaml_text, read_plan_file
 from .groups import Grouping, Groups
 from .leaves import PARAM, TreeView
 from .mask import Mask
-from .norms import STAT_NAMES, held_by_norm, is_batchnorm
+from .norms import STAT_NAMES, held_by_norm, is_batchnorm, keeps_stats_outside
 from .selectors import MatchContext, Selector, as_selector, explain_empty
 
 FREEZE = "freeze"
 UNFREEZE = "unfreeze"
 ACTIONS = (FREEZE, UNFREEZE)
 SCHEMA_VERSION = 1
+_MAX_GROUPS = 1_000_000  # a bound for numbers read from files (messages print them)
 _PLAN_KEYS = ("version", "rules", "freeze_bn_stats", "train_bn", "unlocked_groups", "groups",
               "scope", "then")
 
@@ -255,6 +257,9 @@ class Plan:
                 if hit:
                     trainable[i] = value
                     decided_by[i] = rule_index
+        # Statistics follow the rules alone: train_bn trains affine parameters, never statistics.
+        frozen_stats = fixed_statistics(view, trainable, inside, self.freeze_bn_stats,
+                                        start.frozen_stats)
         if self.train_bn:
             for i, leaf in enumerate(view):
                 if inside[i] and leaf.kind == PARAM and not trainable[i] and held_by_norm(leaf):
@@ -269,8 +274,7 @@ class Plan:
             names=view.names,
             trainable=tuple(trainable),
             decided_by=tuple(decided_by),
-            frozen_stats=fixed_statistics(view, trainable, inside, self.freeze_bn_stats,
-                                          start.frozen_stats),
+            frozen_stats=frozen_stats,
         )
 
     def _inside(self, ctx: MatchContext) -> list[bool]:
@@ -313,13 +317,14 @@ class Plan:
         """Read a plan dict, checking keys, types and the schema version."""
         if not isinstance(data, Mapping):
             raise PlanError(f"a plan must be a mapping with 'rules', got {type(data).__name__}.")
-        unknown = sorted(set(map(str, data)) - set(_PLAN_KEYS))
+        unknown = [key for key in data if key not in _PLAN_KEYS]
         if unknown:
-            raise PlanError(f"unknown plan keys {unknown}; allowed keys are {list(_PLAN_KEYS)}.")
+            raise PlanError(f"unknown plan keys {show(unknown)}; allowed keys are "
+                            f"{list(_PLAN_KEYS)}.")
         version = data.get("version", SCHEMA_VERSION)
         if type(version) is not int or version != SCHEMA_VERSION:  # true and 1.0 are not 1
             raise PlanError(
-                f"plan schema version {version!r} is not supported; this frostline reads "
+                f"plan schema version {show(version)} is not supported; this frostline reads "
                 f"version {SCHEMA_VERSION}."
             )
         raw_rules = data.get("rules", [])
@@ -329,10 +334,13 @@ class Plan:
         unlocked = data.get("unlocked_groups")
         if unlocked is not None and (isinstance(unlocked, bool) or not isinstance(unlocked, int)
                                      or unlocked < 0):
-            raise PlanError(f"'unlocked_groups' must be a non-negative int, got {unlocked!r}.")
+            raise PlanError(f"'unlocked_groups' must be a non-negative int, got {show(unlocked)}.")
+        if unlocked is not None and unlocked > _MAX_GROUPS:
+            raise PlanError(f"'unlocked_groups' is {show(unlocked)}; no model has more than "
+                            f"{_MAX_GROUPS} groups.")
         scope = data.get("scope")
         if scope is not None and not isinstance(scope, str):
-            raise PlanError(f"'scope' must be a selector string, got {scope!r}.")
+            raise PlanError(f"'scope' must be a selector string, got {show(scope)}.")
         try:
             scope_selector = None if scope is None else as_selector(scope)
         except SelectorError as exc:
@@ -360,39 +368,39 @@ class Plan:
         return json.dumps(self.to_dict(), **kwargs)
 
     @classmethod
-    def from_json(cls, text: str) -> Plan:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise PlanError(f"plan is not valid JSON: {exc}.") from None
-        return cls.from_dict(data)
+    def from_json(cls, text: str | bytes) -> Plan:
+        """Read a JSON plan (size, depth and encoding checked: see ``core/_textfiles.py``)."""
+        return cls.from_dict(load_json_text(text))
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     @classmethod
-    def from_yaml(cls, text: str) -> Plan:
-        """Read a YAML plan with ``yaml.safe_load`` (no code runs while loading)."""
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise PlanError(f"plan is not valid YAML: {str(exc).splitlines()[0]}.") from None
-        return cls.from_dict(data)
+    def from_yaml(cls, text: str | bytes) -> Plan:
+        """Read a YAML plan with safe tags only (no code runs while loading), refusing anchors
+        and aliases, and bounding size and depth (see ``core/_textfiles.py``)."""
+        return cls.from_dict(load_yaml_text(text))
 
     def save(self, path: str) -> None:
-        """Write the plan as YAML (``.yaml``/``.yml``) or JSON (anything else)."""
+        """Write the plan as YAML (``.yaml``/``.yml``) or JSON (anything else).
+
+        Raises:
+            PlanError: the file cannot be written (no such folder, a folder, no permission).
+        """
         text = self.to_yaml() if str(path).endswith((".yaml", ".yml")) else self.to_json(indent=2)
-        with open(path, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        try:
+            with open(path, "w", encoding="utf-8") as handle:
+                handle.write(text)
+        except OSError as exc:
+            raise PlanError(f"cannot write the plan to {show(str(path))}: "
+                            f"{exc.strerror or type(exc).__name__}; pass a file path in a "
+                            "folder that exists and is writable.") from None
 
     @classmethod
     def load(cls, path: str) -> Plan:
-        """Read a plan file written by :meth:`save` (YAML or JSON)."""
-        try:
-            with open(path, encoding="utf-8") as handle:
-                text = handle.read()
-        except OSError as exc:
-            raise PlanError(f"cannot read plan file {path!r}: {exc.strerror}.") from None
+        """Read a plan file written by :meth:`save` (YAML or JSON; UTF-8, or UTF-16/32 with a
+        byte-order mark)."""
+        text = read_plan_file(path)
         return cls.from_json(text) if str(path).endswith(".json") else cls.from_yaml(text)
 
     def __str__(self) -> str:
@@ -441,8 +449,10 @@ def fixed_statistics(view: TreeView, trainable: list[bool], inside: list[bool],
 
     A BatchNorm inside the plan's scope has fixed statistics when the plan has
     ``freeze_bn_stats`` and its rules freeze every one of its statistics leaves (``train_bn``
-    does not change that: it trains affine parameters only). A BatchNorm outside the scope keeps
-    what it had (``before``). Both backends and every consumer read this result.
+    does not change that: it trains affine parameters only). Where no leaf holds the
+    statistics (Equinox keeps them in an ``eqx.nn.State``), the BatchNorm's parameters stand
+    for them, as the rules decide them (before ``train_bn``). A BatchNorm outside the scope
+    keeps what it had (``before``). Both backends and every consumer read this result.
 
     Example:
         >>> from frostline.core.leaves import Leaf, Owner, TreeView
@@ -455,7 +465,9 @@ def fixed_statistics(view: TreeView, trainable: list[bool], inside: list[bool],
     """
     state: dict[str, bool] = {}
     for i, leaf in enumerate(view):
-        if leaf.path[-1] in STAT_NAMES and leaf.owners and is_batchnorm(leaf.owners[-1]):
+        if not leaf.owners or not is_batchnorm(leaf.owners[-1]):
+            continue
+        if leaf.path[-1] in STAT_NAMES or keeps_stats_outside(leaf.owners[-1]):
             module = leaf.module_path
             if not inside[i]:
                 state[module] = module in before
@@ -478,22 +490,24 @@ def _selector_text(selector: Selector) -> str:
 def _rule_from_dict(index: int, entry: Any) -> Rule:
     if not isinstance(entry, Mapping):
         raise PlanError(
-            f"rule {index} must be a mapping like {{freeze: 'name:bias'}}, got {entry!r}."
+            f"rule {index} must be a mapping like {{freeze: 'name:bias'}}, got {show(entry)}."
         )
     actions = [key for key in entry if key in ACTIONS]
-    extra = sorted(set(map(str, entry)) - set(ACTIONS) - {"allow_empty"})
+    extra = [key for key in entry if key not in (*ACTIONS, "allow_empty")]
     if len(actions) != 1 or extra:
         raise PlanError(
             f"rule {index} must have exactly one of 'freeze'/'unfreeze' (and optionally "
-            f"'allow_empty'), got keys {sorted(map(str, entry))}."
+            f"'allow_empty'), got keys "
+            f"{show(sorted(k if isinstance(k, str) else show(k) for k in entry))}."
         )
     action = actions[0]
     text = entry[action]
     if not isinstance(text, str):
-        raise PlanError(f"rule {index}: the selector must be a string, got {text!r}.")
+        raise PlanError(f"rule {index}: the selector must be a string, got {show(text)}.")
     allow_empty = entry.get("allow_empty", False)
     if not isinstance(allow_empty, bool):
-        raise PlanError(f"rule {index}: 'allow_empty' must be true or false, got {allow_empty!r}.")
+        raise PlanError(f"rule {index}: 'allow_empty' must be true or false, got "
+                        f"{show(allow_empty)}.")
     try:
         return Rule(action, as_selector(text), allow_empty)
     except SelectorError as exc:
@@ -503,7 +517,7 @@ def _rule_from_dict(index: int, entry: Any) -> Rule:
 def _flag(data: Mapping[str, Any], key: str) -> bool:
     value = data.get(key, False)
     if not isinstance(value, bool):
-        raise PlanError(f"'{key}' must be true or false, got {value!r}.")
+        raise PlanError(f"'{key}' must be true or false, got {show(value)}.")
     return value
 
 

@@ -13,15 +13,14 @@ Example:
 
 from __future__ import annotations
 
-import fnmatch
 import re
-import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from .._errors import SelectorError, closest
+from .._errors import SelectorError, closest, shorten, show
+from ._patterns import compile_key_glob, compile_path_glob, compile_regex
 from .groups import Groups
 from .leaves import KINDS, Leaf, TreeView
 
@@ -102,10 +101,18 @@ class Name(Selector):
 
     names: tuple[str, ...]
 
+    def __post_init__(self) -> None:
+        if self._plain is None:
+            self._globs  # noqa: B018 - compile eagerly so a bad glob fails where it is written
+
     def match(self, leaf: Leaf, ctx: MatchContext) -> bool:
         if self._plain:
             return not self._plain.isdisjoint(leaf.path)
-        return any(fnmatch.fnmatchcase(key, pattern) for key in leaf.path for pattern in self.names)
+        return any(rx.fullmatch(key) for key in leaf.path for rx in self._globs)
+
+    @cached_property
+    def _globs(self) -> tuple[Any, ...]:
+        return tuple(compile_key_glob(n) for n in self.names)
 
     @cached_property
     def _plain(self) -> frozenset[str] | None:
@@ -114,53 +121,37 @@ class Name(Selector):
         return frozenset(self.names)
 
     def to_string(self) -> str:
-        return "name:" + _quote(",".join(self.names))
+        return "name:" + _quote_items(self.names)
 
     def hint(self, ctx: MatchContext) -> str:
         return _did_you_mean(self.names, ctx.view.all_keys, "name:")
-
-
-def _glob_to_regex(pattern: str) -> re.Pattern[str]:
-    out = []
-    segments = pattern.split(".")
-    for i, seg in enumerate(segments):
-        if seg == "**":
-            if len(segments) == 1:
-                out.append(".*")
-            elif i == 0:
-                out.append(r"(?:[^.]+\.)*")
-            elif i == len(segments) - 1:
-                out.append(r"(?:\.[^.]+)*")
-            else:
-                out.append(r"\.(?:[^.]+\.)*")
-            continue
-        piece = "".join(
-            "[^.]*" if ch == "*" else "[^.]" if ch == "?" else re.escape(ch) for ch in seg
-        )
-        prev_double = i > 0 and segments[i - 1] == "**"
-        out.append(piece if i == 0 or prev_double else r"\." + piece)
-    return re.compile("".join(out) + r"(?:\..*)?")
 
 
 @dataclass(frozen=True, eq=True)
 class Path(Selector):
     """Matches leaves whose dotted name matches a glob; a glob naming a module takes its subtree.
 
-    ``*`` matches within one segment, ``**`` any number of segments, ``?`` one character.
+    ``*`` matches within one segment, ``**`` any number of segments, ``?`` one character,
+    ``[seq]`` / ``[!seq]`` one character in / not in ``seq`` (``blocks.1[01]``). A ``/``
+    separates segments as ``.`` does, so flat names such as big_vision's
+    ``Transformer/encoderblock_0`` select ``Transformer.encoderblock_0``.
     """
 
     globs: tuple[str, ...]
 
+    def __post_init__(self) -> None:
+        self._globs  # noqa: B018 - compile eagerly so a bad glob fails where it is written
+
     @cached_property
-    def _regexes(self) -> tuple[re.Pattern[str], ...]:
-        return tuple(_glob_to_regex(g) for g in self.globs)
+    def _globs(self) -> tuple[Any, ...]:
+        return tuple(compile_path_glob(g) for g in self.globs)
 
     def match(self, leaf: Leaf, ctx: MatchContext) -> bool:
-        return any(rx.fullmatch(leaf.name) for rx in self._regexes)
+        return any(glob.fullmatch(leaf.name) for glob in self._globs)
 
     def to_string(self) -> str:
         return ",".join(self.globs) if all(_is_bare_glob(g) for g in self.globs) else (
-            "path:" + _quote(",".join(self.globs)))
+            "path:" + _quote_items(self.globs))
 
     def hint(self, ctx: MatchContext) -> str:
         # The root's path is "", which would "match" any glob after its literal part.
@@ -183,23 +174,17 @@ def _is_bare_glob(glob: str) -> bool:
 
 @dataclass(frozen=True, eq=True)
 class Regex(Selector):
-    """Matches leaves whose dotted name contains a match of ``pattern`` (``re.search``)."""
+    """Matches leaves whose dotted name contains a match of ``pattern`` (searched with RE2).
+
+    RE2 matches in time linear in the name whatever the pattern; it reads Python's ``re``
+    syntax except backreferences and lookaround, which are refused with the reason.
+    """
 
     pattern: str
 
     @cached_property
-    def _compiled(self) -> re.Pattern[str]:
-        try:
-            with warnings.catch_warnings():
-                # re warns about syntax a future Python may read differently ("possible nested
-                # set"); the pattern still means what it says today, so keep the warning quiet.
-                warnings.simplefilter("ignore", FutureWarning)
-                return re.compile(self.pattern)
-        except re.error as exc:
-            raise SelectorError(
-                f"invalid regular expression {self.pattern!r}: {exc}. Fix the pattern "
-                "(it is a Python re pattern searched in the dotted parameter name)."
-            ) from None
+    def _compiled(self) -> Any:
+        return compile_regex(self.pattern)
 
     def __post_init__(self) -> None:
         self._compiled  # noqa: B018 - compile eagerly so a bad pattern fails where it is written
@@ -241,8 +226,8 @@ class ModuleType(Selector):
         return False
 
     def to_string(self) -> str:
-        return "type:" + _quote(",".join(
-            t if isinstance(t, str) else t.__name__ for t in self.types))
+        return "type:" + _quote_items(
+            [t if isinstance(t, str) else t.__name__ for t in self.types])
 
     def hint(self, ctx: MatchContext) -> str:
         names = {c.__name__ for cls in ctx.view.all_classes for c in cls.__mro__}
@@ -269,7 +254,7 @@ class ClassName(Selector):
         return False
 
     def to_string(self) -> str:
-        return "class:" + _quote(",".join(self.names))
+        return "class:" + _quote_items(self.names)
 
     def hint(self, ctx: MatchContext) -> str:
         return _did_you_mean(self.names, {c.__name__ for c in ctx.view.all_classes}, "class:")
@@ -301,7 +286,7 @@ class GroupSel(Selector):
             return f"group:{text}"
         if isinstance(key, int):
             return f"group:{key}"
-        if re.fullmatch(r"[+-]?\d+", key.strip()) or ":" in key:
+        if re.fullmatch(r"\s*[+-]?[\d_]+\s*", key) or ":" in key:  # what int() might read
             # A group *named* "2" must not read back as the index 2: quoting marks a name.
             return 'group:"' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
         return f"group:{_quote(key)}"
@@ -323,7 +308,7 @@ class Kind(Selector):
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise SelectorError(f"unknown kind {self.kind!r}: expected one of {KINDS}.")
+            raise SelectorError(f"unknown kind {show(self.kind)}: expected one of {KINDS}.")
 
     def match(self, leaf: Leaf, ctx: MatchContext) -> bool:
         return leaf.kind == self.kind
@@ -391,10 +376,17 @@ class Not(Selector):
         yield from self.part.atoms()
 
 
-def _quote(text: str) -> str:
-    if re.fullmatch(r"[^\s&|!()\"'/]+", text):
+def _quote(text: str, also: str = "") -> str:
+    """``text`` as a selector value: quoted when it holds whitespace, operators, quotes, a
+    leading-slash risk, or one of ``also``."""
+    if re.fullmatch(r"[^\s&|!()\"'/" + re.escape(also) + "]+", text):
         return text
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _quote_items(items: Iterable[str]) -> str:
+    """Comma-separated alternatives, each quoted where needed (a quoted one may hold commas)."""
+    return ",".join(_quote(item, ",") for item in items)
 
 
 def _did_you_mean(wanted: Iterable[str], pool: Iterable[str], prefix: str) -> str:
@@ -416,7 +408,8 @@ def explain_empty(selector: Selector, ctx: MatchContext) -> str:
     messages = []
     for atom in empty_atoms:
         hint = atom.hint(ctx)
-        messages.append(f"{atom.to_string()!r} matches nothing" + (f" ({hint})" if hint else ""))
+        messages.append(f"{shorten(atom.to_string())} matches nothing"
+                        + (f" ({hint})" if hint else ""))
     return "; ".join(messages)
 
 
@@ -459,7 +452,7 @@ def path(*globs: str) -> Selector:
 
 
 def regex(pattern: str) -> Selector:
-    """Select leaves whose dotted name contains a match of the Python regex ``pattern``.
+    """Select leaves whose dotted name contains a match of the regex ``pattern`` (RE2 syntax).
 
     Example:
         >>> str(regex(r"^blocks\\.1[01]\\."))
@@ -478,7 +471,7 @@ def module_type(*types: type | str) -> Selector:
     """
     if not types or not all(isinstance(t, (type, str)) for t in types):
         raise SelectorError(
-            f"module_type expects classes or class names, got {types!r}; "
+            f"module_type expects classes or class names, got {show(types)}; "
             "pass e.g. module_type(torch.nn.LayerNorm) or module_type('LayerNorm')."
         )
     return ModuleType(tuple(types))
@@ -501,9 +494,15 @@ def group(key: int | slice | str) -> Selector:
     Example:
         >>> str(group(slice(-2, None)))
         'group:-2:'
+        >>> str(group(-2))  # one group: never printed as 'group:-2', easily misread
+        'group:-2:-1'
     """
     if not isinstance(key, (int, slice, str)) or isinstance(key, bool):
-        raise SelectorError(f"group expects an int, a slice or a group name, got {key!r}.")
+        raise SelectorError(f"group expects an int, a slice or a group name, got {show(key)}.")
+    if isinstance(key, int) and key <= -2:
+        # One group counted from the head is the slice [key, key + 1): printed that way, it
+        # cannot be read as "the last -key groups" (which is group:key:).
+        key = slice(key, key + 1)
     return GroupSel(key)
 
 
@@ -526,14 +525,14 @@ def where(predicate: Callable[[Leaf], bool], label: str = "") -> Selector:
         '<where 1-d>'
     """
     if not callable(predicate):
-        raise SelectorError(f"where expects a callable taking a Leaf, got {predicate!r}.")
+        raise SelectorError(f"where expects a callable taking a Leaf, got {show(predicate)}.")
     return Where(predicate, label)
 
 
 def _require_strings(fn: str, values: tuple[Any, ...]) -> None:
     if not values or not all(isinstance(v, str) and v for v in values):
         raise SelectorError(
-            f"{fn} expects one or more non-empty strings, got {values!r}."
+            f"{fn} expects one or more non-empty strings, got {show(values)}."
         )
 
 
@@ -546,6 +545,6 @@ def as_selector(value: Selector | str) -> Selector:
 
         return parse(value)
     raise SelectorError(
-        f"expected a selector or a selector string, got {type(value).__name__} {value!r}; "
+        f"expected a selector or a selector string, got {type(value).__name__} {show(value)}; "
         "use e.g. 'encoder.layer.*', 'name:bias' or fl.path(...)."
     )

@@ -9,10 +9,10 @@ from typing import Any
 
 from ..core.mask import Mask
 from ..core.plan import Plan
-from ._batchnorm import frozen_batchnorms, set_inference
+from ._batchnorm import set_bn_modes
 from ._guard import JaxSnapshot
 from ._mask import resolve_mask
-from ._models import is_nnx, view_of
+from ._models import is_nnx
 from ._optax import (
     PathLabels,
     layer_decay,
@@ -54,23 +54,29 @@ def nnx_filter(model: Any, plan: Plan | Mask | None = None, **group_options: Any
 
 
 def frozen_bn_inference(model: Any, plan: Plan | Mask, **group_options: Any) -> Any:
-    """Put every BatchNorm the plan freezes entirely in inference mode, so its statistics stay.
+    """Set every BatchNorm's mode from the plan: inference where it fixes the statistics.
 
-    Equinox (``eqx.nn.BatchNorm``): returns a new model whose frozen BatchNorms have
-    ``inference=True`` (made with ``eqx.tree_at``); the input model is unchanged. Flax NNX
-    (``nnx.BatchNorm``): sets ``use_running_average=True`` on them in place and returns the
-    model. A BatchNorm counts as frozen when the plan freezes every leaf it holds (NNX: its
-    ``BatchStat`` statistics too, which ``freeze **`` includes).
+    The BatchNorms with fixed statistics are the mask's ``frozen_stats`` (a plan with
+    ``freeze_bn_stats=True``: those whose statistics the rules freeze; ``train_bn`` trains
+    their affine parameters and leaves the statistics fixed, as in PyTorch). Every other
+    BatchNorm goes back to training mode, so a thawed group's statistics train again.
+    ``fl.apply(model, plan)`` does the same.
+
+    Equinox (``eqx.nn.BatchNorm``): returns a new model (``inference`` flags set); the input
+    model is unchanged. Flax NNX (``nnx.BatchNorm``): sets ``use_running_average`` in place and
+    returns the model; a later ``model.train()`` does not reset the fixed ones.
+
+    Raises:
+        BackendError: Flax Linen variables with fixed statistics (Linen takes the mode from
+            the call; the message says what to pass).
 
     Example:
         >>> import jax, equinox as eqx, frostline as fl
         >>> bn, state = eqx.nn.make_with_state(eqx.nn.BatchNorm)(3, "batch", mode="batch")
-        >>> fl.frozen_bn_inference(bn, fl.Plan().freeze("**")).inference
+        >>> fl.frozen_bn_inference(bn, fl.Plan.lock(0, freeze_bn_stats=True)).inference
         True
     """
-    view = view_of(model)
-    mask = resolve_mask(model, plan, view, **group_options)
-    return set_inference(model, frozen_batchnorms(view, mask))
+    return set_bn_modes(model, resolve_mask(model, plan, **group_options))
 
 
 __all__ = [

@@ -24,8 +24,8 @@ import xxhash
 from .._errors import GuardError
 from ..core.leaves import BUFFER, PARAM, TreeView
 from ..core.mask import Mask
-from ..core.norms import is_batchnorm
-from ._models import arrays_of, is_nnx
+from ..core.norms import STAT_NAMES, is_batchnorm
+from ._models import arrays_of, is_nnx, modules_of, split_state
 
 
 def _host_bytes(x: Any) -> memoryview:
@@ -52,6 +52,10 @@ class JaxSnapshot:
     """Fingerprints of a JAX model's frozen (and trainable) leaves, taken once.
 
     Use :meth:`check` with the model after training, or :meth:`update` inside ``fl.guard``.
+    ``model`` may be an Equinox ``(model, state)`` pair: with ``buffers=True`` the statistics
+    that the ``eqx.nn.State`` holds for BatchNorms with fixed statistics (or all-frozen
+    parameters) are watched too, as ``<path>.running_mean`` / ``<path>.running_var``; check
+    the pair after training.
 
     Attributes:
         frozen: names of the watched frozen leaves.
@@ -59,9 +63,14 @@ class JaxSnapshot:
     """
 
     def __init__(self, model: Any, view: TreeView, mask: Mask, *, buffers: bool = True):
-        trainable = {leaf.name for leaf in view if leaf.kind == PARAM and mask[leaf.name]}
-        frozen = [leaf.name for leaf in view if leaf.kind == PARAM and not mask[leaf.name]]
-        self._stats = tuple(_frozen_norm_buffers(view, mask)) if buffers else ()
+        # One fingerprint per array: an alias of a shared array (eqx.nn.Shared) has no array.
+        own = [leaf for leaf in view if view.canonical[leaf.name] == leaf.name]
+        trainable = {leaf.name for leaf in own if leaf.kind == PARAM and mask[leaf.name]}
+        frozen = [leaf.name for leaf in own if leaf.kind == PARAM and not mask[leaf.name]]
+        module, state = split_state(model)
+        self._state_stats = (_state_stats(module, view, mask)
+                             if buffers and state is not None else {})
+        self._stats = (*_watched_stats(view, mask), *self._state_stats) if buffers else ()
         self.frozen = (*frozen, *self._stats)
         self.trainable = tuple(n for n in view.names if n in trainable)
         self._mutable = is_nnx(model)
@@ -70,7 +79,17 @@ class JaxSnapshot:
         self._prints = fingerprints(self._arrays(model))
 
     def _arrays(self, model: Any) -> dict[str, Any]:
-        arrays = arrays_of(model)
+        module, state = split_state(model)
+        arrays = arrays_of(module)
+        if self._state_stats:
+            if state is None:
+                raise GuardError(
+                    "the snapshot watches BatchNorm statistics held in an eqx.nn.State: check "
+                    "the (model, state) pair after training, not the model alone."
+                )
+            modules = modules_of(module)
+            for name, (path, position) in self._state_stats.items():
+                arrays[name] = state.get(modules[path].batch_state_index)[position]
         missing = [n for n in (*self.frozen, *self.trainable) if n not in arrays]
         if missing:
             raise GuardError(
@@ -139,9 +158,10 @@ class JaxSnapshot:
         if stats:
             problems.append(
                 f"{len(stats)} BatchNorm statistics of frozen BatchNorms moved: "
-                f"{', '.join(stats)}. A BatchNorm in training mode updates them: keep frozen "
-                "BatchNorms in inference mode (fl.frozen_bn_inference), or pass buffers=False to "
-                "the guard if they are meant to adapt."
+                f"{', '.join(stats)}. A BatchNorm in training mode updates them: use a plan "
+                "with freeze_bn_stats=True and set the modes it gives (model = fl.apply(model, "
+                "plan), or fl.frozen_bn_inference) after every change of plan or mode, or pass "
+                "buffers=False to the guard if they are meant to adapt."
             )
         if problems:
             raise GuardError(" ".join(problems))
@@ -179,12 +199,38 @@ def _fits_lower_precision(x: Any) -> str | None:
     return None
 
 
-def _frozen_norm_buffers(view: TreeView, mask: Mask) -> list[str]:
-    """Statistics of BatchNorms whose parameters are all frozen."""
+def _all_params_frozen(view: TreeView, mask: Mask) -> set[str]:
     params_frozen: dict[str, bool] = {}
     for leaf in view:
         if leaf.kind == PARAM and leaf.owners and is_batchnorm(leaf.owners[-1]):
             path = leaf.module_path
             params_frozen[path] = params_frozen.get(path, True) and not mask[leaf.name]
-    return [leaf.name for leaf in view if leaf.kind == BUFFER
-            and params_frozen.get(leaf.module_path, False)]
+    return {path for path, frozen in params_frozen.items() if frozen}
+
+
+def _watched_stats(view: TreeView, mask: Mask) -> list[str]:
+    """Statistics that must not move: those of the BatchNorms the plan fixes
+    (``mask.frozen_stats``), and those of BatchNorms whose parameters are all frozen (what
+    a BatchNorm left in training mode would update), as the PyTorch guard watches."""
+    fixed = set(mask.frozen_stats) | _all_params_frozen(view, mask)
+    return [leaf.name for leaf in view if leaf.kind == BUFFER and leaf.path[-1] in STAT_NAMES
+            and leaf.owners and (leaf.module_path in fixed or _in_params(leaf.path) in fixed)]
+
+
+def _in_params(path: tuple[str, ...]) -> str:
+    """Where a Linen collection's entry has its parameters: ``batch_stats.A.BatchNorm_0.mean``
+    belongs to the module ``params.A.BatchNorm_0``."""
+    return ".".join(("params", *path[1:-1]))
+
+
+def _state_stats(module: Any, view: TreeView, mask: Mask) -> dict[str, tuple[str, int]]:
+    """Equinox BatchNorm statistics to watch in the state: ``name -> (BatchNorm path, index)``
+    (``batch_state_index`` holds the running mean, then the running variance)."""
+    fixed = set(mask.frozen_stats) | _all_params_frozen(view, mask)
+    out = {}
+    for path, bn in modules_of(module).items():
+        if path in fixed and hasattr(bn, "batch_state_index"):
+            prefix = f"{path}." if path else ""
+            out[prefix + "running_mean"] = (path, 0)
+            out[prefix + "running_var"] = (path, 1)
+    return out

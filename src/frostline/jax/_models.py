@@ -7,6 +7,7 @@ plain pytrees work without it.
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -30,16 +31,38 @@ def is_equinox(model: Any) -> bool:
 
 
 def is_array_tree(model: Any) -> bool:
-    """True for an array, or a dict/list/tuple pytree whose leaves are all JAX or NumPy arrays."""
+    """True for an array, or a dict/list/tuple pytree whose leaves are all JAX or NumPy arrays
+    (any mapping counts as a dict: Flax's ``FrozenDict`` too)."""
     if is_array(model):
         return True
-    if not isinstance(model, (dict, list, tuple)):
+    if not isinstance(model, (Mapping, list, tuple)):
         return False
     leaves = jax.tree_util.tree_leaves(model)
     return bool(leaves) and all(is_array(leaf) for leaf in leaves)
 
 
+def split_state(model: Any) -> tuple[Any, Any]:
+    """An Equinox ``(model, eqx.nn.State)`` pair apart; anything else is ``(model, None)``."""
+    if (isinstance(model, tuple) and len(model) == 2 and type(model[1]).__name__ == "State"
+            and type(model[1]).__module__.startswith("equinox")):
+        return model
+    return model, None
+
+
 def view_of(model: Any) -> TreeView:
+    """The tree view of ``model``.
+
+    Raises:
+        BackendError: ``model`` is an Equinox ``(model, state)`` pair, which only the guard
+            takes.
+    """
+    if split_state(model)[1] is not None:
+        from .._errors import BackendError
+
+        raise BackendError(
+            "a (model, eqx.nn.State) pair is for the guard (fl.snapshot / fl.guard); pass the "
+            "model alone here."
+        )
     if is_nnx(model):
         from ._nnx import build_nnx_view
 

@@ -103,6 +103,12 @@ def nnx_arrays(model: nnx.Module) -> dict[str, Any]:
     return {".".join(map(str, p)): nodes[p].get_value() for p in paths}
 
 
+def nnx_variables(model: nnx.Module) -> dict[str, Any]:
+    """Every array variable (``nnx.Variable``) by dotted name."""
+    nodes, paths = _variables(model)
+    return {".".join(map(str, p)): nodes[p] for p in paths}
+
+
 def nnx_modules(model: nnx.Module) -> dict[str, Any]:
     """Every module of the graph by dotted path ("" for the root)."""
     return {".".join(map(str, path)): node for path, node in _graph(model).items()

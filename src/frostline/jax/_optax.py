@@ -6,11 +6,24 @@ with a tree of the same structure. Handing optax the label tree itself would go 
 Equinox: the tree would be an ``eqx.Module``, which is callable, so optax would call the model.
 A :class:`PathLabels` looks each array up by its dotted name, so it fits the full model, the
 trainable part from ``fl.partition`` (``None`` holes stay ``None``) and gradients alike.
+
+Recipes that keep frozen leaves fixed when the optimizer sees the full parameters (the
+partition route, ``fl.partition``, needs none of them and is cheaper: no frozen gradients):
+
+- ``optax.multi_transform({"trainable": tx, "frozen": optax.set_to_zero()}, fl.optax_labels(...))``
+  (or ``fl.layer_decay``);
+- ``optax.chain(optax.masked(tx, fl.optax_mask(...)), fl.optax_freeze(...))``;
+- ``optax.chain(tx, fl.optax_freeze(...))``: the freeze comes **last**.
+
+Two forms look right and move frozen weights: ``optax.masked(tx, mask)`` alone passes the raw
+gradients of masked-out leaves through as their updates, and ``optax.chain(fl.optax_freeze(...),
+tx)`` zeroes the gradients before ``tx``, whose weight decay then still moves frozen leaves.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping
+import weakref
+from collections.abc import Callable, Collection, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,13 +73,23 @@ class PathLabels:
 def optax_mask(model: Any, plan: Plan | Mask | None = None, **group_options: Any) -> PathLabels:
     """An ``optax.masked`` mask: True = trainable (never True for buffers or non-arrays).
 
+    ``optax.masked`` hands masked-out leaves their incoming updates unchanged (on full
+    parameters: raw gradients, which move frozen weights), so end the chain with
+    :func:`optax_freeze`, as below; ``tx`` then keeps state for the trainable leaves only.
+
     Example:
-        >>> import jax.numpy as jnp, optax, frostline as fl
+        >>> import jax, jax.numpy as jnp, optax, frostline as fl
         >>> params = {"body": {"w": jnp.ones(2)}, "head": {"w": jnp.ones(2)}}
-        >>> mask = fl.optax_mask(params, fl.Plan().freeze("body"))
+        >>> plan = fl.Plan().freeze("body")
+        >>> mask = fl.optax_mask(params, plan)
         >>> mask(params)
         {'body': {'w': False}, 'head': {'w': True}}
-        >>> tx = optax.masked(optax.adam(1e-3), mask)
+        >>> tx = optax.chain(optax.masked(optax.adamw(0.1, weight_decay=0.1), mask),
+        ...                  fl.optax_freeze(params, plan))
+        >>> grads = jax.tree_util.tree_map(jnp.ones_like, params)
+        >>> updates, _ = tx.update(grads, tx.init(params), params)
+        >>> optax.apply_updates(params, updates)["body"]["w"]
+        Array([1., 1.], dtype=float32)
     """
     view = view_of(model)
     names = trainable_names(view, resolve_mask(model, plan, view, **group_options))
@@ -93,13 +116,20 @@ def optax_labels(model: Any, plan: Plan | Mask | None = None,
 def optax_freeze(model: Any, plan: Plan | Mask | None = None, **group_options: Any) -> Any:
     """``optax.freeze`` for the plan's frozen leaves (it takes True = frozen: inverted here).
 
-    ``optax.freeze`` only zeroes updates: the frozen leaves still get gradients and optimizer
-    state. Prefer ``fl.partition``; use this to chain into an existing optax pipeline.
+    ``optax.freeze`` zeroes the updates of frozen leaves where it stands in a chain: put it
+    **last**, after everything that makes updates (weight decay adds ``wd * param`` to a zero
+    gradient, so a freeze before ``adamw`` lets frozen kernels decay). The frozen leaves still
+    get gradients (and, unless ``tx`` is masked, optimizer state): ``fl.partition`` avoids both.
 
     Example:
-        >>> import jax.numpy as jnp, optax, frostline as fl
+        >>> import jax, jax.numpy as jnp, optax, frostline as fl
         >>> params = {"body": {"w": jnp.ones(2)}, "head": {"w": jnp.ones(2)}}
-        >>> tx = optax.chain(fl.optax_freeze(params, fl.Plan().freeze("body")), optax.sgd(0.1))
+        >>> freeze = fl.optax_freeze(params, fl.Plan().freeze("body"))
+        >>> tx = optax.chain(optax.adamw(0.1, weight_decay=0.1), freeze)
+        >>> grads = jax.tree_util.tree_map(jnp.ones_like, params)
+        >>> updates, _ = tx.update(grads, tx.init(params), params)
+        >>> updates["body"]["w"]
+        Array([0., 0.], dtype=float32)
     """
     import optax
 
@@ -164,4 +194,39 @@ def layer_decay(model: Any, make_tx: Callable[[float], Any], lr: float, decay: f
 
     labels, scales = layer_decay_labels(model, decay, plan, **group_options)
     transforms: Mapping[str, Any] = {label: make_tx(lr * scale) for label, scale in scales.items()}
-    return optax.multi_transform({**transforms, FROZEN: optax.set_to_zero()}, labels)
+    tx = optax.multi_transform({**transforms, FROZEN: optax.set_to_zero()}, labels)
+    frozen = frozenset(name for name, label in labels.labels if label == FROZEN)
+    if frozen:
+        _FROZEN_LABELS[tx.init] = frozen
+    return tx
+
+
+# Leaves that a transformation made by layer_decay(..., plan=...) labels "frozen", by its init
+# function, so fl.thaw can refuse to thaw them into set_to_zero.
+_FROZEN_LABELS: weakref.WeakKeyDictionary[Any, frozenset[str]] = weakref.WeakKeyDictionary()
+
+
+def check_labels_fit(tx: Any, trainable: Collection[str]) -> None:
+    """Refuse a ``fl.layer_decay`` transformation that labels a trainable leaf "frozen".
+
+    Args:
+        tx: the optax transformation.
+        trainable: names of the leaves that train now.
+
+    Raises:
+        PlanError: ``tx`` was built with a plan that froze leaves that now train.
+    """
+    init = getattr(tx, "init", None)
+    frozen = _FROZEN_LABELS.get(init) if init is not None else None
+    if not frozen:
+        return
+    thawed = sorted(set(trainable) & frozen)
+    if thawed:
+        raise PlanError(
+            f"this optimizer was built by fl.layer_decay with a plan that labels {len(thawed)} "
+            f"leaves that now train 'frozen' (first: '{thawed[0]}'), so they would never "
+            "move. For gradual unfreezing build it without a plan: fl.layer_decay(model, "
+            "make_tx, lr, decay) labels every leaf by its group, and frozen leaves are holes "
+            "in the trainable part."
+        )
+

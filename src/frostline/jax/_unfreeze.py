@@ -31,6 +31,7 @@ each thaw.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import jax
@@ -40,20 +41,34 @@ from ..core.groups import Grouping
 from ..core.mask import Mask
 from ..core.plan import Plan
 from ..core.resolve import resolve
-from ._view import is_array
+from ._mask import trainable_names
+from ._models import is_nnx
+from ._view import array_names, is_array
 
 SHARED = ("keep", "fresh")
 
 
+def _nnx_state(tree: Any) -> bool:
+    """True for a Flax NNX ``State`` (never imports flax)."""
+    nnx = sys.modules.get("flax.nnx")
+    return nnx is not None and isinstance(tree, nnx.State)
+
+
 def _is_hole(value: Any) -> bool:
-    return value is None
+    """A position without an array: a frozen leaf's ``None``, or ``optax.masked``'s
+    ``MaskedNode`` (a leaf another label of ``multi_transform`` owns). Both count as one
+    position, so states made for two partitions of one model line up position by position."""
+    from optax import MaskedNode
+
+    return value is None or isinstance(value, MaskedNode)
 
 
 def regroup_opt_state(tx: Any, opt_state: Any, trainable: Any, *, shared: str = "keep") -> Any:
     """The optax state for a new trainable part, keeping what the old state holds for it.
 
     Works for any optax transformation whose state mirrors the parameter tree (``adamw``,
-    ``sgd`` with momentum, ``chain``, ``masked``, ``multi_transform``, ...).
+    ``sgd`` with momentum, ``chain``, ``masked``, ``multi_transform`` and so
+    ``fl.layer_decay``, ...).
 
     Args:
         tx: the optax ``GradientTransformation`` that made ``opt_state``.
@@ -85,6 +100,13 @@ def regroup_opt_state(tx: Any, opt_state: Any, trainable: Any, *, shared: str = 
         raise PlanError(f"shared must be one of {SHARED}, got {shared!r}.")
     fresh, treedef = jax.tree_util.tree_flatten(tx.init(trainable), is_leaf=_is_hole)
     old, old_treedef = jax.tree_util.tree_flatten(opt_state, is_leaf=_is_hole)
+    if treedef != old_treedef and _nnx_state(trainable):
+        from ._nnx_thaw import merge_by_path, shared_paths, variable_names
+
+        names = variable_names(trainable)
+        return merge_by_path(tx.init(trainable), opt_state,
+                             shared_paths(tx, trainable) if shared == "fresh" else frozenset(),
+                             names, names | variable_names(opt_state))
     if treedef != old_treedef:
         raise PlanError(
             "the optimizer state does not fit this model: its tree structure differs from "
@@ -113,29 +135,45 @@ def regroup_opt_state(tx: Any, opt_state: Any, trainable: Any, *, shared: str = 
     return jax.tree_util.tree_unflatten(treedef, merged)
 
 
-def thaw(model: Any, plan: Plan | Mask, tx: Any, opt_state: Any, *, shared: str = "keep",
-         **group_options: Any) -> tuple[Any, Any, Any]:
+def thaw(model: Any, plan: Plan | Mask, tx: Any, opt_state: Any = None, *, shared: str = "keep",
+         **group_options: Any) -> Any:
     """Re-partition ``model`` by a new plan and carry ``opt_state`` over (gradual unfreezing).
 
     Call it outside the jitted step whenever the plan changes, e.g. each epoch with
     ``schedule.plan_at(epoch, n_groups)``; with an unchanged plan the state comes back as it
     was. Leaves that stay trainable keep their optimizer state, newly thawed leaves start
-    fresh, re-frozen leaves lose theirs (details in :func:`regroup_opt_state`).
+    fresh, re-frozen leaves lose theirs (details in :func:`regroup_opt_state`). BatchNorms
+    take the mode the new plan gives them (``fl.apply``): a thawed group's statistics train
+    again, unless the plan fixes them (``freeze_bn_stats``).
+
+    Labels for ``optax.multi_transform`` (``fl.layer_decay``, ``fl.optax_labels``) must not
+    depend on the plan here: build them without one (frozen leaves are ``None`` holes in the
+    trainable part and need no label). Labels built with a plan call the leaves it freezes
+    ``"frozen"`` (``set_to_zero``), so those leaves would never train after a thaw; a
+    ``fl.layer_decay`` transformation built so is refused.
+
+    Flax NNX: ``optimizer = fl.thaw(model, plan, optimizer)`` returns a new ``nnx.Optimizer``
+    for the new plan (``wrt=fl.nnx_filter(model, plan)``) holding the old optimizer's state for
+    the variables that stay trainable, fresh state for the thawed ones, and its ``step``; see
+    :mod:`frostline.jax._nnx_thaw`. Build a new ``nnx.jit`` step or pass the optimizer as an
+    argument (it retraces once, as the state changed shape).
 
     Args:
-        model: the whole model, e.g. ``fl.combine(trainable, frozen)`` of the last step.
+        model: the whole model, e.g. ``fl.combine(trainable, frozen)`` of the last step (NNX:
+            the module; its BatchNorm modes are set in place).
         plan: the new plan (or a ready mask).
-        tx: the optax transformation that made ``opt_state``.
-        opt_state: its state for the old trainable part.
+        tx: the optax transformation that made ``opt_state`` (NNX: the ``nnx.Optimizer``).
+        opt_state: its state for the old trainable part (NNX: not given).
         shared: what happens to state that belongs to no leaf, see :func:`regroup_opt_state`.
         **group_options: passed to ``fl.groups`` (``coarse``, ``spec``, ...).
 
     Returns:
-        ``(trainable, frozen, opt_state)`` for the new plan.
+        ``(trainable, frozen, opt_state)`` for the new plan (NNX: the new ``nnx.Optimizer``).
 
     Raises:
-        PlanError: the plan is not a Plan or Mask, or the state does not fit (see
-            :func:`regroup_opt_state`).
+        PlanError: the plan is not a Plan or Mask, the state does not fit (see
+            :func:`regroup_opt_state`), or ``tx`` came from ``fl.layer_decay(..., plan=...)``
+            and labels a newly thawed leaf "frozen".
 
     Example:
         >>> import jax, optax, equinox as eqx, frostline as fl
@@ -151,7 +189,18 @@ def thaw(model: Any, plan: Plan | Mask, tx: Any, opt_state: Any, *, shared: str 
         (False, True)
     """
     from ._backend import BACKEND
+    from ._optax import check_labels_fit
 
-    trainable, frozen = BACKEND.partition(
-        resolve(model, plan, Grouping(**group_options) if group_options else None))
+    if shared not in SHARED:
+        raise PlanError(f"shared must be one of {SHARED}, got {shared!r}.")
+    resolved = resolve(model, plan, Grouping(**group_options) if group_options else None)
+    model = BACKEND.apply(resolved)
+    if is_nnx(model):
+        from ._nnx_thaw import thaw_nnx
+
+        names = trainable_names(resolved.view, resolved.mask)
+        check_labels_fit(getattr(tx, "tx", None), names)
+        return thaw_nnx(model, names, tx, shared)
+    trainable, frozen = BACKEND.partition(resolve(model, resolved.mask))
+    check_labels_fit(tx, array_names(trainable))
     return trainable, frozen, regroup_opt_state(tx, opt_state, trainable, shared=shared)

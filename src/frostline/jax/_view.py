@@ -11,14 +11,18 @@ read.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any
 
 import jax
 import numpy as np
 
-from ..core.leaves import PARAM, Leaf, Owner, TreeView
+from ..core.leaves import BUFFER, PARAM, Leaf, Owner, TreeView
+from ._order import key_rank, linen_class_name, split_number
+from ._shared import is_placeholder, shared_aliases
 
 # Containers that hold a model's parts but are not parts themselves: they own nothing.
 _CONTAINERS = (dict, list, tuple, type(None))
@@ -50,19 +54,42 @@ class _Node:
 
 
 def _children(node: Any) -> list[tuple[Any, Any]]:
-    """``(key, child)`` pairs one level down, in definition order."""
+    """``(key, child)`` pairs one level down: definition order, dict keys by :func:`key_rank`.
+
+    A dict's own order is never read: JAX hands dicts back with sorted keys after ``jit``, an
+    optax step or an orbax restore, and the same model must give the same view either way.
+    """
     pairs, _ = jax.tree_util.tree_flatten_with_path(node, is_leaf=lambda x: x is not node)
     children = [(path[0], child) for path, child in pairs if path]
-    if isinstance(node, dict):
-        # JAX flattens dicts in sorted key order; a model is read in definition order.
-        rank = {key: i for i, key in enumerate(node)}
-        children.sort(key=lambda pair: rank[pair[0].key])
+    if isinstance(node, Mapping):
+        children.sort(key=lambda pair: key_rank(key_name(pair[0])))
     return children
+
+
+@lru_cache(maxsize=None)
+def _named_class(name: str) -> type:
+    """A stand-in class for a Linen submodule known only by its name (``Dense_3``: Dense)."""
+    return type(name, (), {"__module__": "frostline.jax.linen",
+                           "__doc__": f"A Flax Linen {name} module, known by its name."})
+
+
+def _dict_owner_class(key: str, child: Any) -> type | None:
+    """Linen params are plain dicts; a submodule's automatic name says its class."""
+    if not isinstance(child, Mapping):
+        return None
+    name = linen_class_name(key)
+    return _named_class(name) if name else None
+
+
+def is_linen_variables(tree: Any) -> bool:
+    """True for Flax Linen variables: a dict of collections, ``params`` among others."""
+    return (isinstance(tree, Mapping) and "params" in tree and len(tree) > 1
+            and all(isinstance(v, Mapping) for v in tree.values()))
 
 
 def walk(tree: Any) -> Iterator[_Node]:
     """Every node of ``tree`` (interior nodes before their children), with its owner chain."""
-    root_owners = () if isinstance(tree, _CONTAINERS) else (Owner("", type(tree)),)
+    root_owners = () if _is_container(tree) else (Owner("", type(tree)),)
     stack = [_Node((), tree, root_owners)]
     while stack:
         node = stack.pop()
@@ -73,10 +100,18 @@ def walk(tree: Any) -> Iterator[_Node]:
         for key, child in _children(node.value):
             keys = (*node.keys, key_name(key))
             owners = node.owners
-            if not isinstance(child, _CONTAINERS) and not is_array(child) and _has_children(child):
+            named = _dict_owner_class(keys[-1], child) if isinstance(node.value, Mapping) else None
+            if named is not None:
+                owners = (*owners, Owner(".".join(keys), named))
+            elif not _is_container(child) and not is_array(child) and _has_children(child):
                 owners = (*owners, Owner(".".join(keys), type(child)))
             children.append(_Node(keys, child, owners))
         stack.extend(reversed(children))
+
+
+def _is_container(value: Any) -> bool:
+    """Containers hold a model's parts but own nothing (a ``FrozenDict`` is a dict here)."""
+    return isinstance(value, (*_CONTAINERS, Mapping))
 
 
 def _has_children(value: Any) -> bool:
@@ -86,7 +121,10 @@ def _has_children(value: Any) -> bool:
 def build_view(tree: Any) -> TreeView:
     """The tree view of an Equinox module or a pytree of arrays.
 
-    Two paths that hold the very same array object are reported as tied (``tied_to``).
+    Two paths that hold the very same array object are reported as tied (``tied_to``), and so
+    are the places an ``eqx.nn.Shared`` ties to an array (see :mod:`frostline.jax._shared`). In
+    Flax Linen variables (``{"params": ..., "batch_stats": ...}``) only ``params`` holds
+    parameters; every other collection is state (kind "buffer"), which never trains.
 
     Example:
         >>> import jax.numpy as jnp
@@ -94,7 +132,13 @@ def build_view(tree: Any) -> TreeView:
         >>> [leaf.name for leaf in view]
         ['encoder.0.w']
     """
-    found = [node for node in walk(tree) if is_array(node.value)]
+    nodes = list(walk(tree))
+    aliases = shared_aliases((".".join(n.keys), n.value) for n in nodes)
+    arrays = {".".join(n.keys): n.value for n in nodes if is_array(n.value)}
+    found = [n if is_array(n.value) else replace(n, value=arrays[aliases[".".join(n.keys)]])
+             for n in nodes if is_array(n.value) or (
+                 is_placeholder(n.value) and ".".join(n.keys) in aliases)]
+    state_only = is_linen_variables(tree)
     names_by_array: dict[int, list[str]] = {}
     for node in found:
         names_by_array.setdefault(id(node.value), []).append(".".join(node.keys))
@@ -108,7 +152,7 @@ def build_view(tree: Any) -> TreeView:
             owners=node.owners,
             shape=tuple(np.shape(node.value)),
             dtype=str(node.value.dtype),
-            kind=PARAM,
+            kind=BUFFER if state_only and node.keys[0] != "params" else PARAM,
             trainable=True,  # nothing is frozen until a plan says so
             tied_to=tuple(a for a in aliases if a != name) if len(aliases) > 1 else (),
             index=index,
@@ -122,14 +166,47 @@ def node_classes(tree: Any) -> dict[str, type]:
     Automatic grouping reads it: a list of same-type modules (or of same-type dicts in a plain
     pytree) is a stack of blocks even though the list itself owns nothing.
     """
-    return {".".join(n.keys): type(n.value) for n in walk(tree)
+    return {".".join(n.keys): _node_class(n) for n in walk(tree)
             if n.keys and not is_array(n.value) and _has_children(n.value)}
+
+
+def _node_class(node: _Node) -> type:
+    """A dict in a family of numbered keys (``encoderblock_3``) is of its family's class, so
+    ``Dense_0`` next to ``Block_0..2`` is not taken for a block."""
+    if isinstance(node.value, Mapping):
+        family, number = split_number(node.keys[-1])
+        if number is not None and family:
+            return _named_class(linen_class_name(node.keys[-1]) or family)
+    return type(node.value)
+
+
+def dict_paths(tree: Any) -> list[str]:
+    """Dotted paths of every dict in ``tree`` (their key order is not the model's order)."""
+    return [".".join(n.keys) for n in walk(tree) if isinstance(n.value, Mapping)]
 
 
 def map_arrays(tree: Any, fn: Callable[[str, Any], Any], other: Any) -> Any:
     """Map every array leaf of ``tree`` to ``fn(dotted_name, leaf)`` and every other leaf to ``other``.
 
-    ``None`` holes (as left by a partition) stay ``None``, so the result mirrors ``tree``.
+    ``None`` holes (as left by a partition) stay ``None``, so the result mirrors ``tree``. A
+    Flax NNX ``Variable`` (as in ``nnx.state(model)``, which ``nnx.Optimizer`` hands optax)
+    counts as the array it holds, named by its path in the state.
     """
-    return jax.tree_util.tree_map_with_path(
-        lambda key_path, leaf: fn(dotted(key_path), leaf) if is_array(leaf) else other, tree)
+    def visit(key_path: Any, leaf: Any) -> Any:
+        value = leaf.get_value() if _is_variable(leaf) else leaf
+        return fn(dotted(key_path), value) if is_array(value) else other
+
+    return jax.tree_util.tree_map_with_path(visit, tree, is_leaf=_is_variable)
+
+
+def array_names(tree: Any) -> list[str]:
+    """Dotted names of the arrays of ``tree`` (``None`` holes have none)."""
+    names: list[str] = []
+    map_arrays(tree, lambda name, _: names.append(name), None)
+    return names
+
+
+def _is_variable(value: Any) -> bool:
+    """True for a Flax NNX ``Variable`` (never imports flax)."""
+    nnx = sys.modules.get("flax.nnx")
+    return nnx is not None and isinstance(value, nnx.Variable)

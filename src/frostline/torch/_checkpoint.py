@@ -23,19 +23,26 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import os
-import tempfile
 import warnings
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from .._errors import CheckpointError, FrostlineError, PlanError
+from .._errors import CheckpointError, FrostlineError
+from ..core.checkpoint import (
+    CheckpointInfo,
+    architecture,
+    canonical_names,
+    check_architecture,
+    check_digests,
+    digest,
+    few,
+    metadata,
+    read_metadata,
+    write_atomic,
+)
 from ..core.groups import Grouping
 from ..core.leaves import PARAM, TreeView
 from ..core.mask import Mask
@@ -45,34 +52,6 @@ from ..core.resolve import resolve
 from ._apply import PLAN_ATTRIBUTE, apply_mask
 from ._view import build_view, named_tensors
 from ._wrappers import unwrap
-
-FORMAT = "frostline.trainable/1"
-_KEY_FORMAT = "frostline.format"
-_KEY_PLAN = "frostline.plan"
-_KEY_STATE = "frostline.state"
-_KEY_BASE = "frostline.base"
-_SHOWN = 5
-
-
-@dataclass(frozen=True)
-class CheckpointInfo:
-    """What :func:`save_trainable` wrote or :func:`load_trainable` restored.
-
-    Attributes:
-        path: the checkpoint file.
-        tensors: names of the tensors stored in (or loaded from) the file, in model order.
-        plan: the plan stored with the checkpoint (None when only the trainable state was stored).
-        trainable: names of the parameters that train under the checkpoint's state.
-        skipped: stored tensors the model does not have (only with ``strict=False``).
-        written: False on the ranks of a sharded model that only helped gather (rank 0 writes).
-    """
-
-    path: str
-    tensors: tuple[str, ...]
-    plan: Plan | None
-    trainable: tuple[str, ...]
-    skipped: tuple[str, ...] = ()
-    written: bool = True
 
 
 def save_trainable(model: nn.Module, path: str | os.PathLike[str], plan: Plan | None | bool = None,
@@ -85,7 +64,9 @@ def save_trainable(model: nn.Module, path: str | os.PathLike[str], plan: Plan | 
     state, and the base model's architecture plus a digest of every tensor not stored.
 
     The file is written to a temporary file in the same directory, flushed to disk, then
-    renamed over ``path``: a crash leaves the previous file intact. A model sharded with FSDP2
+    renamed over ``path``: a crash leaves the previous file intact. It gets the permissions of
+    an ordinary new file (the umask applies) or keeps those of the file it replaces; a path
+    that is a symbolic link writes the file the link points to. A model sharded with FSDP2
     (DTensor parameters) is gathered: call this on every rank; rank 0 writes.
 
     Args:
@@ -118,19 +99,14 @@ def save_trainable(model: nn.Module, path: str | os.PathLike[str], plan: Plan | 
     payload = _payload(tensors, stored_names)
     stored = set(stored_names)
     base = {
-        "architecture": _architecture(view),
-        "digests": {name: _digest(_full(tensors[name])) for name in _canonical(view)
+        "architecture": architecture(view),
+        "digests": {name: _digest(_full(tensors[name])) for name in canonical_names(view)
                     if name not in stored},
     }
-    metadata = {
-        _KEY_FORMAT: FORMAT,
-        _KEY_PLAN: json.dumps(plan_dict),
-        _KEY_STATE: json.dumps({"trainable": list(trainable), "frozen_stats": stats}),
-        _KEY_BASE: json.dumps(base),
-    }
+    meta = metadata(plan_dict, trainable, stats, base)
     write = not (_is_sharded(tensors) and _rank() != 0)
     if write:
-        _write_atomic(os.fspath(path), payload, metadata)
+        _write_atomic(os.fspath(path), payload, meta)
     return CheckpointInfo(os.fspath(path), tuple(stored_names), plan, tuple(trainable),
                           written=write)
 
@@ -140,10 +116,19 @@ def load_trainable(model: nn.Module, path: str | os.PathLike[str], strict: bool 
     """Restore a checkpoint written by :func:`save_trainable` onto a freshly loaded base model.
 
     Everything is checked before the model is touched: the architecture and the frozen
-    weights must be those the checkpoint was trained on (``check_base``), and every stored
-    tensor must fit. Then the stored tensors are copied in and the stored plan is re-applied
-    (else the stored trainable state), so ``requires_grad`` and frozen BatchNorm statistics are
-    as they were when saving.
+    weights must be those the checkpoint was trained on (``check_base``), every stored tensor
+    must fit, and the file may hold only what trains under its own plan (else its stored
+    trainable state): trainable parameters and the running statistics of BatchNorms whose
+    statistics are not fixed. A file that also holds a frozen tensor is refused, naming it, so
+    loading never replaces a frozen base value. Then the stored tensors are copied in and the
+    stored plan is re-applied, so ``requires_grad`` and frozen BatchNorm statistics are as they
+    were when saving.
+
+    The base check guards against accidents: the wrong base model, other pretrained weights,
+    other frozen BatchNorm statistics, a re-quantised base. The digests are plain content
+    hashes stored in the file itself, not a signature: someone who can edit the file can edit
+    them too. Verify where a checkpoint comes from (a checksum or signature of the whole file
+    from its source) when that matters.
 
     Args:
         model: the base model, unsharded (DDP and ``torch.compile`` wrappers are unwrapped).
@@ -161,7 +146,8 @@ def load_trainable(model: nn.Module, path: str | os.PathLike[str], strict: bool 
 
     Raises:
         CheckpointError: the file is not a frostline checkpoint, the base differs (the message
-            names the tensors, shapes or dtypes that differ), or a tensor does not fit.
+            names the tensors, shapes or dtypes that differ), a tensor does not fit, or the
+            file holds tensors that are frozen under its plan (named in the message).
     """
     model = _unwrap(model)
     path = os.fspath(path)
@@ -175,11 +161,13 @@ def load_trainable(model: nn.Module, path: str | os.PathLike[str], strict: bool 
             "unsharded model, then call fully_shard."
         )
     if check_base:
-        _check_architecture(meta["base"]["architecture"], view, path)
-        _check_digests(meta["base"]["digests"], tensors, path)
+        check_architecture(meta["base"]["architecture"], view, path)
+        check_digests(meta["base"]["digests"],
+                      lambda name: _digest(tensors[name]) if name in tensors else None, path)
     loaded, skipped = _match_tensors(payload, tensors, strict, path)
     plan = meta["plan"]
     mask = _mask_to_restore(model, view, plan, meta["state"], strict, grouping, path)
+    _refuse_untrained(loaded, view, mask, path)
     with torch.no_grad():
         for name in loaded:
             tensors[name].copy_(payload[name])
@@ -200,19 +188,13 @@ def _unwrap(model: Any) -> nn.Module:
     return unwrap(model)
 
 
-def _canonical(view: TreeView) -> list[str]:
-    """One name per distinct tensor (the first in view order)."""
-    canonical = view.canonical
-    return [leaf.name for leaf in view if canonical[leaf.name] == leaf.name]
-
-
 def _trainable_names(view: TreeView) -> list[str]:
     return [leaf.name for leaf in view if leaf.kind == PARAM and leaf.trainable]
 
 
 def _stored_names(model: nn.Module, view: TreeView) -> list[str]:
     """Canonical trainable parameters, plus the statistics of BatchNorms that still update."""
-    return [name for name in _canonical(view) if (
+    return [name for name in canonical_names(view) if (
         view[name].kind == PARAM and view[name].trainable
     ) or (view[name].kind != PARAM and view[name].path[-1] in STAT_NAMES
           and view[name].owners and is_batchnorm(view[name].owners[-1])
@@ -274,16 +256,6 @@ def _effective_trainable(view: TreeView, mask: Mask) -> list[str]:
             and leaf.is_floating]
 
 
-def _architecture(view: TreeView) -> list[list[Any]]:
-    canonical = view.canonical
-    return [[leaf.name, leaf.kind, leaf.dtype, list(leaf.shape),
-             canonical[leaf.name] if canonical[leaf.name] != leaf.name else None]
-            for leaf in view]
-
-
-# --- tensors -------------------------------------------------------------------------------------
-
-
 def _is_dtensor(tensor: torch.Tensor) -> bool:
     return type(tensor).__name__ == "DTensor" and hasattr(tensor, "full_tensor")
 
@@ -330,16 +302,17 @@ def _refuse_meta(tensors: dict[str, torch.Tensor]) -> None:
 def _digest(tensor: torch.Tensor) -> str:
     """A content digest of one tensor: dtype, shape and bytes (quantised: values + scales)."""
     tensor = tensor.detach()
-    h = hashlib.sha256(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
+    chunks: list[Any] = []
     if tensor.is_quantized:
         if tensor.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric):
-            h.update(f"{tensor.q_scale()},{tensor.q_zero_point()}".encode())
+            chunks.append(f"{tensor.q_scale()},{tensor.q_zero_point()}".encode())
         else:
-            h.update(_bytes(tensor.q_per_channel_scales()))
-            h.update(_bytes(tensor.q_per_channel_zero_points()))
-        tensor = tensor.int_repr()
-    h.update(_bytes(tensor))
-    return h.hexdigest()[:32]
+            chunks += [_bytes(tensor.q_per_channel_scales()),
+                       _bytes(tensor.q_per_channel_zero_points())]
+        chunks.append(_bytes(tensor.int_repr()))
+    else:
+        chunks.append(_bytes(tensor))
+    return digest(str(tensor.dtype), tensor.shape, chunks)
 
 
 def _bytes(tensor: torch.Tensor) -> memoryview:
@@ -351,33 +324,12 @@ def _bytes(tensor: torch.Tensor) -> memoryview:
 
 
 def _write_atomic(path: str, payload: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    """Write to a temporary file beside ``path``, fsync, then rename over ``path``."""
-    from safetensors.torch import save_file
+    """Serialise in memory and write atomically (:func:`frostline.core.checkpoint.write_atomic`):
+    safetensors' ``save_file`` writes its own hidden temporary file (mode 0o600, left behind
+    in full if the process is killed)."""
+    import safetensors.torch
 
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                               dir=directory)
-    os.close(fd)
-    try:
-        save_file(payload, tmp, metadata=metadata)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_directory(directory)
-
-
-def _fsync_directory(directory: str) -> None:
-    """Make the rename itself durable (POSIX; a no-op where directories cannot be opened)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    write_atomic(path, safetensors.torch.save(payload, metadata=metadata))
 
 
 def _read(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -391,79 +343,10 @@ def _read(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         raise CheckpointError(f"no checkpoint at {path!r}.") from None
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{path!r} is not a readable safetensors file: {exc}.") from None
-    if raw.get(_KEY_FORMAT) != FORMAT:
-        raise CheckpointError(
-            f"{path!r} is not a frostline trainable-only checkpoint (metadata "
-            f"{_KEY_FORMAT!r} is {raw.get(_KEY_FORMAT)!r}, expected {FORMAT!r}); write it with "
-            "fl.save_trainable."
-        )
-    try:
-        meta = {"plan": json.loads(raw[_KEY_PLAN]), "state": json.loads(raw[_KEY_STATE]),
-                "base": json.loads(raw[_KEY_BASE])}
-        _validate_meta(meta)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path!r} has damaged frostline metadata ({exc!r}).") from None
-    if meta["plan"] is not None:
-        try:
-            meta["plan"] = Plan.from_dict(meta["plan"])
-        except PlanError as exc:
-            raise CheckpointError(f"{path!r} holds a plan that cannot be read: {exc}") from None
-    return payload, meta
-
-
-def _validate_meta(meta: dict[str, Any]) -> None:
-    state, base = meta["state"], meta["base"]
-    strings = (state["trainable"], state["frozen_stats"], list(base["digests"]),
-               list(base["digests"].values()))
-    if not all(isinstance(items, list) and all(isinstance(x, str) for x in items)
-               for items in strings):
-        raise ValueError("the trainable state and digests must be lists of names")
-    if meta["plan"] is not None and not isinstance(meta["plan"], dict):
-        raise ValueError("the plan must be a mapping")
-    for entry in base["architecture"]:
-        if not (isinstance(entry, list) and len(entry) == 5
-                and all(isinstance(x, str) for x in entry[:3])
-                and isinstance(entry[3], list) and all(type(n) is int for n in entry[3])
-                and (entry[4] is None or isinstance(entry[4], str))):
-            raise ValueError(f"malformed architecture entry {entry!r}")
+    return payload, read_metadata(raw, path)
 
 
 # --- checks on load ------------------------------------------------------------------------------
-
-
-def _check_architecture(recorded: list[list[Any]], view: TreeView, path: str) -> None:
-    saved = {entry[0]: tuple(map(_hashable, entry[1:])) for entry in recorded}
-    now = {row[0]: tuple(map(_hashable, row[1:])) for row in _architecture(view)}
-    missing = [n for n in saved if n not in now]
-    extra = [n for n in now if n not in saved]
-    changed = [f"'{n}' {_describe(saved[n])} -> {_describe(now[n])}"
-               for n in saved if n in now and saved[n] != now[n]]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} tensors of the base are missing from this model "
-                        f"({_few(missing)})")
-    if extra:
-        problems.append(f"{len(extra)} tensors of this model were not in the base ({_few(extra)})")
-    if changed:
-        problems.append(f"{len(changed)} tensors changed ({', '.join(changed[:_SHOWN])}"
-                        + (", ..." if len(changed) > _SHOWN else "") + ")")
-    if problems:
-        raise CheckpointError(
-            f"{path!r} was saved from a different base model: " + "; ".join(problems)
-            + ". Load the base model the checkpoint was trained from, or pass check_base=False "
-            "to load anyway."
-        )
-
-
-def _check_digests(recorded: dict[str, str], tensors: dict[str, torch.Tensor], path: str) -> None:
-    differ = [name for name, digest in recorded.items()
-              if name not in tensors or _digest(tensors[name]) != digest]
-    if differ:
-        raise CheckpointError(
-            f"{path!r} was trained on other frozen weights: {len(differ)} frozen tensors of this "
-            f"model differ from the base the checkpoint was saved from ({_few(differ)}). Load "
-            "the same pretrained weights, or pass check_base=False to load anyway."
-        )
 
 
 def _match_tensors(payload: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor],
@@ -472,7 +355,7 @@ def _match_tensors(payload: dict[str, torch.Tensor], tensors: dict[str, torch.Te
     missing = sorted(n for n in payload if n not in tensors)
     if missing and strict:
         raise CheckpointError(
-            f"{path!r} holds {len(missing)} tensors this model does not have ({_few(missing)}); "
+            f"{path!r} holds {len(missing)} tensors this model does not have ({few(missing)}); "
             "pass strict=False to skip them."
         )
     loaded = sorted((n for n in payload if n in tensors), key=order.__getitem__)
@@ -494,7 +377,11 @@ def _mask_to_restore(model: nn.Module, view: TreeView, plan: Plan | None, state:
         params = [leaf.name for leaf in view if leaf.kind == PARAM]
         return Mask(names=tuple(params), trainable=tuple(n in recorded for n in params),
                     frozen_stats=tuple(state["frozen_stats"]))
-    mask = resolve(model, plan, grouping).mask
+    try:
+        mask = resolve(model, plan, grouping).mask
+    except FrostlineError as exc:
+        raise CheckpointError(
+            f"the plan stored in {path!r} cannot be evaluated on this model: {exc}") from None
     now = set(_effective_trainable(view, mask))
     if strict and (now != recorded or set(mask.frozen_stats) != set(state["frozen_stats"])):
         differ = sorted(now ^ recorded) or sorted(set(mask.frozen_stats)
@@ -508,16 +395,19 @@ def _mask_to_restore(model: nn.Module, view: TreeView, plan: Plan | None, state:
     return mask
 
 
-def _hashable(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list) else value
-
-
-def _describe(entry: tuple[Any, ...]) -> str:
-    kind, dtype, shape, tie = entry
-    return f"{kind} {dtype} {tuple(shape)}" + (f" shared with '{tie}'" if tie else "")
-
-
-def _few(names: list[str]) -> str:
-    shown = ", ".join(f"'{n}'" for n in names[:_SHOWN])
-    return shown + (", ..." if len(names) > _SHOWN else "")
-
+def _refuse_untrained(loaded: list[str], view: TreeView, mask: Mask, path: str) -> None:
+    """Refuse stored tensors that do not train under ``mask``: copying them would overwrite
+    frozen base values (a file edited by hand, or written by other tools)."""
+    trainable = set(_effective_trainable(view, mask))
+    fixed = set(mask.frozen_stats)
+    allowed = {leaf.name for leaf in view if leaf.name in trainable or (
+        leaf.kind != PARAM and leaf.path[-1] in STAT_NAMES and leaf.owners
+        and is_batchnorm(leaf.owners[-1]) and leaf.module_path not in fixed)}
+    extra = [name for name in loaded if name not in allowed]
+    if extra:
+        raise CheckpointError(
+            f"{path!r} holds {len(extra)} tensors that are frozen under its own plan "
+            f"({few(extra)}); loading them would overwrite frozen base values. A checkpoint "
+            "holds only trainable parameters and the statistics of BatchNorms that still "
+            "update: write it with fl.save_trainable, or remove those tensors from the file."
+        )
