@@ -113,6 +113,39 @@ def test_fixed_plan_keeps_frozen_tensors_and_statistics_through_fit(tmp_path):
     snap.check(require_trainable_moved=True)
 
 
+class CosineClassifier(Classifier):
+    """Records the rate of every param group at the first batch of each epoch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rates: list[dict[str, float]] = []
+
+    def training_step(self, batch: tuple, batch_idx: int) -> torch.Tensor:
+        if batch_idx == 0:
+            self.rates.append({g["name"]: g["lr"]
+                               for g in self.trainer.optimizers[0].param_groups})
+        return super().training_step(batch, batch_idx)
+
+    def configure_optimizers(self) -> dict:
+        optimizer = torch.optim.SGD(fl.param_groups(self.net, lr=0.05, layer_decay=0.8),
+                                    lr=0.05)
+        return {"optimizer": optimizer,
+                "lr_scheduler": torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=6)}
+
+
+@pytest.mark.slow
+def test_group_thawed_under_cosine_keeps_the_layer_decay_ratio(tmp_path):
+    module = CosineClassifier()
+    callback = FrostlineFinetuning(fl.UnfreezeSchedule.gradual(every=2, start=1), lr=0.05,
+                                   layer_decay=0.8, module="net")
+    fit(module, callback, epochs=4, root=tmp_path)
+    head, below = fl.groups(module.net).names[-1], fl.groups(module.net).names[-2]
+    assert [len(r) for r in module.rates] == [1, 1, 2, 2]
+    assert module.rates[2][f"{head}/no_decay"] < 0.05  # annealed before the thaw
+    for rates in module.rates[2:]:
+        assert rates[f"{below}/no_decay"] / rates[f"{head}/no_decay"] == pytest.approx(0.8)
+
+
 def test_unknown_submodule_is_reported():
     callback = FrostlineFinetuning(fl.Plan.lock(1), lr=0.1, module="backbone")
     with pytest.raises(fl.PlanError, match="has no submodule 'backbone'"):

@@ -241,6 +241,7 @@ def test_extend_scheduler_covers_reduce_on_plateau_and_sequential_schedulers():
     from torch.optim import lr_scheduler
 
     optimizer, second = optimizer_with_added_group()
+    optimizer.param_groups[0]["initial_lr"] = 1.0
     plateau = lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=0, min_lr=0.3)
     optimizer.add_param_group({"params": second.parameters(), "lr": 1.0})
     fl.extend_scheduler(plateau)
@@ -269,3 +270,109 @@ def test_extend_scheduler_refuses_one_cycle():
     optimizer.add_param_group({"params": second.parameters(), "lr": 1.0})
     with pytest.raises(fl.PlanError, match="OneCycleLR keeps per-group settings"):
         fl.extend_scheduler(one_cycle)
+
+
+def test_reduce_on_plateau_without_initial_rates_is_refused():
+    optimizer, second = optimizer_with_added_group()
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=0)
+    optimizer.add_param_group({"params": second.parameters(), "lr": 1.0})
+    with pytest.raises(fl.PlanError, match="groups have no 'initial_lr'"):
+        fl.extend_scheduler(plateau)
+    assert plateau.min_lrs == [0.0]
+
+
+def test_unknown_scheduler_class_is_refused_untouched():
+    class Halving(torch.optim.lr_scheduler.LRScheduler):
+        def get_lr(self):
+            return [group["lr"] / 2 for group in self.optimizer.param_groups]
+
+    optimizer, second = optimizer_with_added_group()
+    halving = Halving(optimizer)
+    fl.extend_scheduler(halving)  # nothing to extend yet: left alone
+    optimizer.add_param_group({"params": second.parameters(), "lr": 1.0})
+    with pytest.raises(fl.PlanError, match="can't tell where a Halving is in its schedule"):
+        fl.extend_scheduler(halving)
+    assert len(halving.base_lrs) == 1 and optimizer.param_groups[1]["lr"] == 1.0
+
+
+def four_linear() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(*[nn.Linear(4, 4) for _ in range(4)])
+
+
+SCHEDULERS = {
+    "LambdaLR": lambda o: torch.optim.lr_scheduler.LambdaLR(o, lambda e: 0.9 ** e),
+    "StepLR": lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=2, gamma=0.5),
+    "CosineAnnealingLR": lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=10),
+    "CosineAnnealingLR-eta_min": lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(
+        o, T_max=10, eta_min=0.05),
+    "SequentialLR": lambda o: torch.optim.lr_scheduler.SequentialLR(
+        o, [torch.optim.lr_scheduler.LinearLR(o, start_factor=0.5, total_iters=2),
+            torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=8)], milestones=[2]),
+    "ReduceLROnPlateau": lambda o: torch.optim.lr_scheduler.ReduceLROnPlateau(
+        o, factor=0.5, patience=0),
+    "CosineAnnealingWarmRestarts": lambda o: torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+        o, T_0=2, eta_min=0.05),
+    "ChainedScheduler": lambda o: torch.optim.lr_scheduler.ChainedScheduler(
+        [torch.optim.lr_scheduler.ExponentialLR(o, gamma=0.9),
+         torch.optim.lr_scheduler.StepLR(o, step_size=2, gamma=0.5)], o),
+}
+
+
+def scheduled_lrs(kind: str, thaw: bool) -> list[dict[str, float]]:
+    """Rates by group name over 6 epochs: thawing group 2 at epoch 3, or training it throughout."""
+    model = four_linear()
+    if thaw:
+        unfreezer = fl.Unfreezer(model, fl.UnfreezeSchedule.gradual(every=3, start=1), lr=1.0,
+                                 layer_decay=0.8)
+        optimizer = torch.optim.SGD(unfreezer.param_groups(), lr=1.0)
+    else:
+        fl.lock(model, unlocked_groups=2)
+        optimizer = torch.optim.SGD(fl.param_groups(model, lr=1.0, layer_decay=0.8), lr=1.0)
+    scheduler = SCHEDULERS[kind](optimizer)
+    seen = []
+    for epoch in range(6):
+        if thaw:
+            unfreezer.step(epoch, optimizer, scheduler)
+        seen.append({g["name"]: g["lr"] for g in optimizer.param_groups})
+        optimizer.step()
+        if kind == "ReduceLROnPlateau":
+            scheduler.step(float(epoch))  # a loss that never improves: halve every epoch
+        else:
+            scheduler.step()
+    return seen
+
+
+@pytest.mark.parametrize("kind", sorted(SCHEDULERS))
+def test_thawed_group_joins_the_schedule_where_it_is(kind):
+    thawed, throughout = scheduled_lrs(kind, thaw=True), scheduled_lrs(kind, thaw=False)
+    assert [sorted(lrs) for lrs in thawed] == [["3/no_decay"]] * 3 + [
+        ["2/no_decay", "3/no_decay"]] * 3
+    for epoch in range(3, 6):
+        assert thawed[epoch]["2/no_decay"] == pytest.approx(throughout[epoch]["2/no_decay"],
+                                                            rel=1e-12)
+        assert thawed[epoch]["3/no_decay"] == pytest.approx(throughout[epoch]["3/no_decay"],
+                                                            rel=1e-12)
+        if "eta_min" not in kind and "WarmRestarts" not in kind:  # eta_min is added, not scaled
+            ratio = thawed[epoch]["2/no_decay"] / thawed[epoch]["3/no_decay"]
+            assert ratio == pytest.approx(0.8, rel=1e-12)
+    assert thawed[3]["3/no_decay"] < 1.0  # the schedule had moved before the thaw
+
+
+def test_scheduler_extended_with_a_partial_lambda_loads_into_one_built_before_the_thaw():
+    import functools
+
+    def build() -> tuple:
+        optimizer, second = optimizer_with_added_group()
+        halve = functools.partial(lambda epoch, base: base ** epoch, base=0.5)
+        return optimizer, second, LambdaLR(optimizer, halve)
+
+    optimizer, second, scheduler = build()
+    optimizer.add_param_group({"params": second.parameters(), "lr": 1.0})
+    fl.extend_scheduler(scheduler)
+    saved = scheduler.state_dict()
+    fresh_optimizer, fresh_second, fresh = build()
+    fresh.load_state_dict(saved)  # groups are restored later, with the optimizer's state
+    fresh_optimizer.add_param_group({"params": fresh_second.parameters(), "lr": 1.0})
+    fl.extend_scheduler(fresh)
+    assert len(fresh.lr_lambdas) == len(fresh.base_lrs) == 2

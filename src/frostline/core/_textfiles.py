@@ -49,7 +49,8 @@ def read_plan_file(path: str | os.PathLike[str]) -> str:
         with open(name, "rb") as handle:
             data = handle.read(MAX_BYTES + 1)
     except OSError as exc:
-        raise PlanError(f"cannot read plan file {shorten(name)}: "
+        # A path is shown whole (the system bounds its length): the user needs all of it.
+        raise PlanError(f"cannot read plan file {shorten(name, 4096)}: "
                         f"{exc.strerror or type(exc).__name__}.") from None
     return decode(data, name)
 

@@ -6,8 +6,9 @@ the schedule's plan for epoch 0 (so ``configure_optimizers`` sees only what trai
 in steps) it applies the plan that holds then and adds the newly trainable parameters to every
 optimizer as new parameter groups (layer-wise learning rate and weight decay as
 :func:`frostline.param_groups` gives them), extends the optimizer's LR schedulers to the new
-groups, and lets ``BaseFinetuning`` record the groups so a resumed run restores them (and
-extends its schedulers to the restored groups). Frozen BatchNorm statistics stay fixed although
+groups (which start where the schedule is: see :func:`frostline.extend_scheduler`), and lets
+``BaseFinetuning`` record the groups so a resumed run restores them (and extends its schedulers
+to the restored groups). Frozen BatchNorm statistics stay fixed although
 the trainer calls ``train()`` every epoch.
 
 ``freeze_bn_stats`` and ``train_bn`` of the schedule are independent: ``freeze_bn_stats`` keeps

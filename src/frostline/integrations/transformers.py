@@ -15,6 +15,9 @@ A *stack* is a ``ModuleList`` of same-class layers (``encoder.layer``, ``model.l
 Tied weights (GPT-2's ``lm_head`` and ``wte``, T5's ``shared`` and both ``embed_tokens``) are one
 tensor: it lands in the group of its first name (the input embeddings), so locking never splits it.
 
+Training with ``transformers.Trainer``: :class:`FrostlineCallback` (imported on first use from
+``frostline.integrations._hf_trainer``, as it needs ``accelerate``).
+
 Example:
     >>> import transformers, frostline as fl
     >>> cfg = transformers.BertConfig(vocab_size=32, hidden_size=8, num_hidden_layers=2,
@@ -36,6 +39,14 @@ SOURCE = "transformers rule"
 _FEATURE_ENCODERS = ("FeatureEncoder", "FeatureExtractor")
 _CLIP_TOWERS = {"image": ("vision_model", "visual_projection"),
                 "text": ("text_model", "text_projection")}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "FrostlineCallback":
+        from ._hf_trainer import FrostlineCallback
+
+        return FrostlineCallback
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def groups(model: Any, view: TreeView, **options: Any) -> Groups | None:

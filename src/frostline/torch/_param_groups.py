@@ -61,9 +61,11 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float = 0.0,
         grouping: how to build those groups (:class:`~frostline.Grouping`).
 
     Returns:
-        A list of dicts for ``torch.optim`` with ``params``, ``lr`` (``lr * lr_scale``),
-        ``lr_scale``, ``weight_decay`` and a readable ``name``; one per (layer group, decay)
-        with ``layer_decay``, else at most two (``no_decay``, ``decay``).
+        A list of dicts for ``torch.optim`` with ``params``, ``lr`` (``lr * lr_scale``), the
+        same as ``initial_lr`` (what LR schedulers start from; ``ReduceLROnPlateau`` records
+        none, and :func:`~frostline.extend_scheduler` reads it), ``lr_scale``, ``weight_decay``
+        and a readable ``name``; one per (layer group, decay) with ``layer_decay``, else at
+        most two (``no_decay``, ``decay``).
 
     Raises:
         PlanError: no parameter is trainable, or a rate is out of range.
@@ -115,6 +117,7 @@ def build_param_groups(resolved: Resolved, lr: float, *, weight_decay: float = 0
             buckets[key] = {
                 "params": [],
                 "lr": lr * scale,
+                "initial_lr": lr * scale,
                 "lr_scale": scale,
                 "weight_decay": weight_decay if decays else 0.0,
                 "name": prefix + ("decay" if decays else "no_decay"),
