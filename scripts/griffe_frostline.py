@@ -15,10 +15,13 @@ import griffe
 
 _EXAMPLE = re.compile(r"^(\s*)Example:\s*$", re.M)
 _SHARED = re.compile(r"^(\s+)(\w+(?:,\s*\w+)+):(.*)$")
+_WRAPPED = re.compile(r"^(\s+)(\w+(?:,\s*\w+)*,)\n\s+(\w+(?:,\s*\w+)*:)", re.M)
 
 
 def _rewrite(text: str) -> str:
     text = _EXAMPLE.sub(r"\1Examples:", text)
+    # A list of shared names may wrap: "a, b, c,\n    d: as for ..." is one line to griffe.
+    text = _WRAPPED.sub(r"\1\2 \3", text)
     out = []
     for line in text.splitlines():
         shared = _SHARED.match(line)

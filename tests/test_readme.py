@@ -4,8 +4,9 @@ Every ``python`` block runs in order in one fresh interpreter, sharing one names
 use what an earlier one defined, as a reader following the page would); a plain block introduced
 by a line ending in ``says:`` must appear in the output of the python block before it. Every
 ``bash`` block runs in a temporary directory with the interpreter's ``bin`` first on PATH, except
-the setup commands (``scripts/setup.sh``). A block preceded by ``<!-- readme-test: skip -->`` is
-left out (for code that needs what a test cannot have, e.g. a GPU or downloaded weights).
+the setup commands (``scripts/setup.sh``). A block preceded by ``<!-- readme-test: skip -->``
+(optionally with the reason before ``-->``) is left out: code that needs what a test cannot
+have (a GPU, downloaded weights) or that another test runs.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ def blocks(text: str) -> list[Block]:
     for match in FENCE.finditer(text):
         before = text[last:match.start()]
         last = match.end()
-        if before.rstrip().endswith(SKIP):
+        if before.rstrip().splitlines()[-1:] and before.rstrip().splitlines()[-1].startswith(
+                SKIP[:-4]):
             continue
         out.append(Block(match["lang"], match["body"], text.count("\n", 0, match.start()) + 2,
                          before))
