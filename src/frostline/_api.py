@@ -217,9 +217,11 @@ def partition(model: Any, plan: Plan | Mask | None = None,
     PyTorch: two ``{name: tensor}`` dicts for ``fl.functional_call`` / ``torch.func``.
     """
     resolved = resolve(model, plan, grouping)
-    if not hasattr(resolved.backend, "partition"):
+    split = getattr(resolved.backend, "partition", None)
+    if split is None:
         raise BackendError(f"the {resolved.backend.name} backend has no partition.")
-    return resolved.backend.partition(resolved)
+    halves: tuple[Any, Any] = split(resolved)
+    return halves
 
 
 def combine(trainable: Any, frozen: Any) -> Any:
@@ -227,7 +229,10 @@ def combine(trainable: Any, frozen: Any) -> Any:
     from .core.backend import backend_for
 
     backend = backend_for(_first_leaf(trainable, frozen))
-    return backend.combine(trainable, frozen)
+    join = getattr(backend, "combine", None)
+    if join is None:
+        raise BackendError(f"the {backend.name} backend has no combine.")
+    return join(trainable, frozen)
 
 
 def _first_leaf(*parts: Any) -> Any:

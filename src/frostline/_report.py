@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from rich.console import Console
 from rich.table import Table
@@ -91,9 +91,10 @@ class Summary:
 
     def table(self) -> Table:
         table = Table(title=f"layer groups ({self.source})", title_justify="left")
-        for column, justify in [("#", "right"), ("group", "left"), ("modules", "left"),
-                                ("params", "right"), ("trainable", "right"),
-                                ("frozen BN", "right")]:
+        columns: list[tuple[str, Literal["left", "right"]]] = [
+            ("#", "right"), ("group", "left"), ("modules", "left"), ("params", "right"),
+            ("trainable", "right"), ("frozen BN", "right")]
+        for column, justify in columns:
             table.add_column(column, justify=justify)
         for row in self.rows:
             table.add_row(str(row.index), row.name, _short(row.modules), f"{row.params:,}",
