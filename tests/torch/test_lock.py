@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import timm
-import torch
+from tiny_models import HandWritten
 from torch import nn
 
 import frostline as fl
@@ -17,32 +17,6 @@ def tiny_vit():
 
 def resnet():
     return timm.create_model("resnet18", pretrained=False, num_classes=5)
-
-
-class Block(nn.Module):
-    def __init__(self, width: int):
-        super().__init__()
-        self.fc = nn.Linear(width, width)
-        self.norm = nn.LayerNorm(width)
-
-    def forward(self, x):
-        return self.norm(x + torch.relu(self.fc(x)))
-
-
-class HandWritten(nn.Module):
-    """No group_matcher: groups come from automatic detection."""
-
-    def __init__(self, depth: int = 4, width: int = 8):
-        super().__init__()
-        self.embed = nn.Linear(3, width)
-        self.blocks = nn.ModuleList(Block(width) for _ in range(depth))
-        self.head = nn.Linear(width, 2)
-
-    def forward(self, x):
-        x = self.embed(x)
-        for block in self.blocks:
-            x = block(x)
-        return self.head(x)
 
 
 def trainable_names(model):

@@ -4,37 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_models import HandWritten
 from torch import nn
 
 import frostline as fl
 
 torchvision = pytest.importorskip("torchvision")
-
-
-class Block(nn.Module):
-    def __init__(self, width: int):
-        super().__init__()
-        self.fc = nn.Linear(width, width)
-        self.norm = nn.LayerNorm(width)
-
-    def forward(self, x):
-        return self.norm(x + torch.relu(self.fc(x)))
-
-
-class HandWritten(nn.Module):
-    """stem, a stack of blocks, head: automatic groups ['stem', 'blocks.0', ..., 'head']."""
-
-    def __init__(self, depth: int = 3, width: int = 8):
-        super().__init__()
-        self.stem = nn.Linear(3, width)
-        self.blocks = nn.ModuleList(Block(width) for _ in range(depth))
-        self.head = nn.Linear(width, 2)
-
-    def forward(self, x):
-        x = self.stem(x)
-        for block in self.blocks:
-            x = block(x)
-        return self.head(x)
 
 
 def requires_grad(model: nn.Module) -> dict[str, bool]:
@@ -120,7 +95,7 @@ def test_a_scoped_plan_leaves_everything_outside_its_scope_as_it_was():
     state = requires_grad(model)
     assert not state["head.bias"] and state["head.weight"]
     assert not any(v for n, v in state.items() if n.startswith("blocks."))
-    assert all(v for n, v in state.items() if n.startswith("stem."))
+    assert all(v for n, v in state.items() if n.startswith("embed."))
 
 
 def test_an_unscoped_plan_decides_every_parameter():
@@ -132,10 +107,10 @@ def test_an_unscoped_plan_decides_every_parameter():
 
 def test_plans_compose_as_one_then_the_other():
     model = HandWritten(depth=3)
-    both = fl.Plan().freeze("**").within("stem") + fl.Plan().freeze("**").within("head")
+    both = fl.Plan().freeze("**").within("embed") + fl.Plan().freeze("**").within("head")
     fl.apply(model, both)
     state = requires_grad(model)
-    assert not state["stem.weight"] and not state["head.weight"]
+    assert not state["embed.weight"] and not state["head.weight"]
     assert all(v for n, v in state.items() if n.startswith("blocks."))
     in_sequence = HandWritten(depth=3)
     for step in both.steps:
@@ -157,9 +132,9 @@ def test_a_composed_scoped_plan_round_trips_through_yaml():
 
 def test_explain_names_the_step_and_the_kept_state():
     model = HandWritten(depth=2)
-    plan = fl.Plan().freeze("stem").within("stem") + fl.Plan().freeze("name:bias").within("head")
+    plan = fl.Plan().freeze("embed").within("embed") + fl.Plan().freeze("name:bias").within("head")
     rows = {row.name: row.decided_by for row in fl.explain(model, plan).rows}
-    assert rows["stem.weight"] == "rule 0: freeze stem"
+    assert rows["embed.weight"] == "rule 0: freeze embed"
     assert rows["head.bias"] == "rule 1: freeze name:bias"
     assert rows["blocks.0.fc.weight"] == "outside the plan's scope: kept as it was"
 
@@ -178,7 +153,7 @@ def test_fixed_statistics_outside_a_scope_stay_fixed():
 
 def test_param_groups_evaluate_no_decay_on_the_spec_groups():
     model = HandWritten(depth=3)
-    spec = ["stem | blocks.0", "blocks.1 | blocks.2", "head"]
+    spec = ["embed | blocks.0", "blocks.1 | blocks.2", "head"]
     grouping = fl.Grouping(spec=spec)
     out = fl.param_groups(model, lr=1.0, weight_decay=0.1, no_decay="group:-2:",
                           grouping=grouping)

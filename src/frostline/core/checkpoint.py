@@ -307,3 +307,23 @@ def few(names: list[str]) -> str:
     file's metadata)."""
     shown = ", ".join(f"'{n}'" if len(n) <= 80 else f"'{n[:80]}...'" for n in names[:_SHOWN])
     return shown + (", ..." if len(names) > _SHOWN else "")
+
+
+def read_file(path: str, framework: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The tensors (``framework``: ``"pt"`` or ``"numpy"``) and the checked metadata of a
+    trainable-only file.
+
+    Raises:
+        CheckpointError: no file at ``path``, or one that is not a readable safetensors file.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(path, framework=framework) as handle:
+            raw = handle.metadata() or {}
+            payload = {key: handle.get_tensor(key) for key in handle.keys()}
+    except FileNotFoundError:
+        raise CheckpointError(f"no checkpoint at {path!r}.") from None
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path!r} is not a readable safetensors file: {exc}.") from None
+    return payload, read_metadata(raw, path)

@@ -133,12 +133,13 @@ def resolve(model: Any, plan: Plan | Mask | None = None,
     with paused_gc():
         view = backend.view(inner)
     if isinstance(plan, Mask):
-        _check_fits(plan, view)
+        check_mask_fits(plan, view)
         return Resolved(inner, model, backend, view, None, grouping or Grouping(), plan)
     return Resolved(inner, model, backend, view, plan, grouping or Grouping())
 
 
-def _check_fits(mask: Mask, view: TreeView) -> None:
+def check_mask_fits(mask: Mask, view: TreeView) -> None:
+    """Raise :class:`PlanError` unless ``mask`` was made for a model with this view's leaves."""
     if tuple(mask.names) != view.names:
         from .._errors import PlanError
 

@@ -47,7 +47,7 @@ from ..core.checkpoint import (
     digest,
     few,
     metadata,
-    read_metadata,
+    read_file,
     write_atomic,
 )
 from ..core.groups import Grouping
@@ -236,14 +236,4 @@ def _digest(array: np.ndarray) -> str:
 
 
 def _read(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(path, framework="numpy") as handle:
-            raw = handle.metadata() or {}
-            payload = {key: handle.get_tensor(key) for key in handle.keys()}
-    except FileNotFoundError:
-        raise CheckpointError(f"no checkpoint at {path!r}.") from None
-    except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"{path!r} is not a readable safetensors file: {exc}.") from None
-    return payload, read_metadata(raw, path)
+    return read_file(path, "numpy")

@@ -8,6 +8,7 @@ from .._errors import PlanError
 from ..core.leaves import PARAM, TreeView
 from ..core.mask import Mask
 from ..core.plan import Plan
+from ..core.resolve import check_mask_fits
 from ._models import view_of
 
 
@@ -22,14 +23,7 @@ def resolve_mask(model: Any, plan: Plan | Mask | None, view: TreeView | None = N
     if plan is None:
         return Mask(view.names, tuple(leaf.kind == PARAM for leaf in view))
     if isinstance(plan, Mask):
-        if tuple(plan.names) != view.names:
-            missing = sorted(set(view.names) - set(plan.names))[:3]
-            extra = sorted(set(plan.names) - set(view.names))[:3]
-            raise PlanError(
-                f"the mask does not fit this model: leaves missing from the mask {missing}, "
-                f"names the model lacks {extra}. Build the mask from this model "
-                "(fl.mask(model, plan)) or pass the plan itself."
-            )
+        check_mask_fits(plan, view)
         return plan
     if isinstance(plan, Plan):
         from ..core.groups import Grouping
