@@ -188,3 +188,11 @@ def test_big_vision_slash_names_select_the_block(vit):
     frozen = fl.mask(variables, fl.Plan().freeze("params/Transformer/encoderblock_1")
                      ).frozen_names()
     assert frozen and all(n.startswith("params.Transformer.encoderblock_1.") for n in frozen)
+
+
+def test_type_selector_on_a_plain_dict_says_dicts_carry_no_classes():
+    params = {"enc": {"w": jnp.ones((2, 2))}, "dec": {"w": jnp.ones((2, 2))}}
+    with pytest.raises(fl.SelectorError, match="plain pytree.*no module classes.*by path or name"):
+        fl.mask(params, fl.Plan().freeze("type:Dense"))
+    with pytest.raises(fl.SelectorError, match="no module classes"):
+        fl.mask(params, fl.Plan().freeze("class:Dense"))

@@ -230,9 +230,16 @@ class ModuleType(Selector):
             [t if isinstance(t, str) else t.__name__ for t in self.types])
 
     def hint(self, ctx: MatchContext) -> str:
+        if not ctx.view.all_classes:
+            return _NO_CLASSES
         names = {c.__name__ for cls in ctx.view.all_classes for c in cls.__mro__}
         wanted = [t if isinstance(t, str) else t.__name__ for t in self.types]
         return _did_you_mean(wanted, names, "type:")
+
+
+_NO_CLASSES = ("this model is a plain pytree (dicts and lists of arrays): its leaves carry no "
+               "module classes, so select them by path or name instead (e.g. 'enc.*', "
+               "'name:kernel')")
 
 
 @dataclass(frozen=True, eq=True)
@@ -257,6 +264,8 @@ class ClassName(Selector):
         return "class:" + _quote_items(self.names)
 
     def hint(self, ctx: MatchContext) -> str:
+        if not ctx.view.all_classes:
+            return _NO_CLASSES
         return _did_you_mean(self.names, {c.__name__ for c in ctx.view.all_classes}, "class:")
 
 
