@@ -1,22 +1,10 @@
-"""Printing results: plain text through rich, or JSON for scripts; progress bars on stderr."""
+"""Printing results: plain text, or JSON for scripts."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
-from collections.abc import Callable, Iterator
 from typing import Any
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 
 def emit_json(data: Any) -> None:
@@ -26,20 +14,3 @@ def emit_json(data: Any) -> None:
 
 def echo(text: str = "") -> None:
     sys.stdout.write(text + "\n")
-
-
-@contextlib.contextmanager
-def progress_bar(description: str, total: int) -> Iterator[Callable[[str], None]]:
-    """A rich progress bar with the time left, on stderr (shown on terminals only); yields
-    ``advance(label)``."""
-    console = Console(stderr=True)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True,
-                  disable=not console.is_terminal) as bar:
-        task = bar.add_task(description, total=total)
-
-        def advance(label: str) -> None:
-            bar.update(task, advance=1, description=f"{description} [{label}]")
-
-        yield advance

@@ -12,7 +12,7 @@ from typing import Any
 from rich.table import Table
 
 from .._report import render
-from ._output import echo, emit_json, progress_bar
+from ._output import echo, emit_json
 
 TASKS = ("new-digits", "noisy")
 DEMO_HEADER = ("frostline: choose the frost line of a small BatchNorm CNN pretrained on digits "
@@ -120,6 +120,8 @@ def run_sweep(args: argparse.Namespace) -> int:
     compare = not args.no_compare and not args.no_cache
     steps = sum(e for s in settings for _, e in s.phases(args.epochs)) * (2 if compare else 1)
     start = time.perf_counter()
+    from ..torch._sweep._progress import progress_bar
+
     with deterministic(), progress_bar(f"sweep {task.name}", steps) as advance:
         result = sweep(make, task.train, task.val, settings, epochs=args.epochs,
                        batch_size=args.batch_size, lr=args.lr, seed=args.seed,
@@ -167,6 +169,8 @@ def run_demo(args: argparse.Namespace) -> int:
 
     compare = not args.no_compare
     start = time.perf_counter()
+    from ..torch._sweep._progress import progress_bar
+
     with progress_bar("demo", demo_steps(args.epochs, compare)) as advance:
         outcomes = demo(args.epochs, compare_uncached=compare, progress=advance)
     if args.no_plot:

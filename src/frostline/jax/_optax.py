@@ -31,8 +31,8 @@ from .._errors import PlanError
 from ..core.groups import Grouping
 from ..core.mask import Mask
 from ..core.plan import Plan
-from ._mask import resolve_mask, trainable_names
-from ._models import view_of
+from ..core.resolve import Resolved, resolve
+from ._mask import trainable_names
 from ._view import map_arrays
 
 TRAINABLE = "trainable"
@@ -91,9 +91,9 @@ def optax_mask(model: Any, plan: Plan | Mask | None = None, **group_options: Any
         >>> optax.apply_updates(params, updates)["body"]["w"]
         Array([1., 1.], dtype=float32)
     """
-    view = view_of(model)
-    names = trainable_names(view, resolve_mask(model, plan, view, **group_options))
-    return PathLabels(tuple((n, n in names) for n in view.names), False)
+    resolved = _resolved(model, plan, group_options)
+    names = trainable_names(resolved.view, resolved.mask)
+    return PathLabels(tuple((n, n in names) for n in resolved.view.names), False)
 
 
 def optax_labels(model: Any, plan: Plan | Mask | None = None,
@@ -156,11 +156,9 @@ def layer_decay_labels(model: Any, decay: float, plan: Plan | Mask | None = None
     """
     if not 0 < decay <= 1:
         raise PlanError(f"decay must be in (0, 1], got {decay!r}; 0.75 is a common choice.")
-    from ._backend import BACKEND
-
-    view = view_of(model)
-    found = BACKEND.groups(model, view, Grouping(**group_options))
-    names = trainable_names(view, resolve_mask(model, plan, view, **group_options))
+    resolved = _resolved(model, plan, group_options)
+    view, found = resolved.view, resolved.groups
+    names = trainable_names(view, resolved.mask)
     n = len(found)
     scales: dict[str, float] = {}
     labels = []
@@ -230,3 +228,7 @@ def check_labels_fit(tx: Any, trainable: Collection[str]) -> None:
             "in the trainable part."
         )
 
+
+def _resolved(model: Any, plan: Plan | Mask | None, group_options: dict[str, Any]) -> Resolved:
+    """The model resolved once: its view, groups and mask (``None``: every parameter trains)."""
+    return resolve(model, plan, Grouping(**group_options) if group_options else None)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -48,9 +49,9 @@ from ..core.leaves import PARAM, TreeView
 from ..core.mask import Mask
 from ..core.norms import STAT_NAMES, is_batchnorm
 from ..core.plan import Plan
-from ..core.resolve import resolve
+from ..core.resolve import Resolved, resolve
 from ._apply import PLAN_ATTRIBUTE, apply_mask
-from ._view import build_view, named_tensors
+from ._view import named_tensors
 from ._wrappers import unwrap
 
 
@@ -88,14 +89,14 @@ def save_trainable(model: nn.Module, path: str | os.PathLike[str], plan: Plan | 
         CheckpointError: the plan passed in disagrees with the model or cannot be stored
             (Python predicate selectors), or the model has tensors on the meta device.
     """
-    model = _unwrap(model)
-    view = build_view(model)
+    resolved = resolve(_unwrap(model), grouping=grouping)
+    model, view = resolved.model, resolved.view
     tensors = named_tensors(model)
     _refuse_meta(tensors)
     stored_names = _stored_names(model, view)
     trainable = _trainable_names(view)
     stats = sorted(view.frozen_stats)
-    plan, plan_dict = _plan_to_store(model, plan, view, trainable, stats, grouping)
+    plan, plan_dict = _plan_to_store(resolved, plan, trainable, stats)
     payload = _payload(tensors, stored_names)
     stored = set(stored_names)
     base = {
@@ -149,10 +150,10 @@ def load_trainable(model: nn.Module, path: str | os.PathLike[str], strict: bool 
             names the tensors, shapes or dtypes that differ), a tensor does not fit, or the
             file holds tensors that are frozen under its plan (named in the message).
     """
-    model = _unwrap(model)
+    resolved = resolve(_unwrap(model), grouping=grouping)
+    model, view = resolved.model, resolved.view
     path = os.fspath(path)
     payload, meta = _read(path)
-    view = build_view(model)
     tensors = named_tensors(model)
     _refuse_meta(tensors)
     if _is_sharded(tensors):
@@ -166,7 +167,7 @@ def load_trainable(model: nn.Module, path: str | os.PathLike[str], strict: bool 
                       lambda name: _digest(tensors[name]) if name in tensors else None, path)
     loaded, skipped = _match_tensors(payload, tensors, strict, path)
     plan = meta["plan"]
-    mask = _mask_to_restore(model, view, plan, meta["state"], strict, grouping, path)
+    mask = _mask_to_restore(resolved, plan, meta["state"], strict, path)
     _refuse_untrained(loaded, view, mask, path)
     with torch.no_grad():
         for name in loaded:
@@ -201,9 +202,8 @@ def _stored_names(model: nn.Module, view: TreeView) -> list[str]:
           and view[name].module_path not in view.frozen_stats)]
 
 
-def _plan_to_store(model: nn.Module, plan: Plan | None | bool, view: TreeView,
-                   trainable: list[str], stats: list[str],
-                   grouping: Grouping | None) -> tuple[Plan | None, dict[str, Any] | None]:
+def _plan_to_store(resolved: Resolved, plan: Plan | None | bool, trainable: list[str],
+                   stats: list[str]) -> tuple[Plan | None, dict[str, Any] | None]:
     """The plan to record and its dict. A plan passed in must describe the model; the plan the
     model remembers may not any more (``requires_grad`` changed by hand, other group options):
     then the trained weights are still saved, with a warning, rather than lost to an error."""
@@ -212,11 +212,11 @@ def _plan_to_store(model: nn.Module, plan: Plan | None | bool, view: TreeView,
     explicit = plan is not None
     if explicit and not isinstance(plan, Plan):
         raise CheckpointError(f"plan must be a frostline Plan, None or False, got {plan!r}.")
-    plan = plan if explicit else getattr(model, PLAN_ATTRIBUTE, None)
+    plan = plan if explicit else getattr(resolved.model, PLAN_ATTRIBUTE, None)
     if plan is None:
         return None, None
     try:
-        _check_plan_matches(model, plan, view, trainable, stats, grouping)
+        _check_plan_matches(resolved, plan, trainable, stats)
         return plan, plan.to_dict()
     except FrostlineError as exc:
         message = f"the plan cannot be stored with the checkpoint: {exc}"
@@ -229,9 +229,10 @@ def _plan_to_store(model: nn.Module, plan: Plan | None | bool, view: TreeView,
         return None, None
 
 
-def _check_plan_matches(model: nn.Module, plan: Plan, view: TreeView, trainable: list[str],
-                        stats: list[str], grouping: Grouping | None) -> None:
-    mask = resolve(model, plan, grouping).mask
+def _check_plan_matches(resolved: Resolved, plan: Plan, trainable: list[str],
+                        stats: list[str]) -> None:
+    view = resolved.view
+    mask = replace(resolved, plan=plan).mask
     expected = _effective_trainable(view, mask)
     differ = sorted(set(expected) ^ set(trainable), key=view.names.index)
     if differ:
@@ -360,15 +361,16 @@ def _match_tensors(payload: dict[str, torch.Tensor], tensors: dict[str, torch.Te
     return loaded, missing
 
 
-def _mask_to_restore(model: nn.Module, view: TreeView, plan: Plan | None, state: dict[str, Any],
-                     strict: bool, grouping: Grouping | None, path: str) -> Mask:
+def _mask_to_restore(resolved: Resolved, plan: Plan | None, state: dict[str, Any],
+                     strict: bool, path: str) -> Mask:
+    view = resolved.view
     recorded = set(state["trainable"])
     if plan is None:
         params = [leaf.name for leaf in view if leaf.kind == PARAM]
         return Mask(names=tuple(params), trainable=tuple(n in recorded for n in params),
                     frozen_stats=tuple(state["frozen_stats"]))
     try:
-        mask = resolve(model, plan, grouping).mask
+        mask = replace(resolved, plan=plan).mask
     except FrostlineError as exc:
         raise CheckpointError(
             f"the plan stored in {path!r} cannot be evaluated on this model: {exc}") from None
