@@ -92,6 +92,9 @@ def add_demo(commands: Any) -> None:
     parser.add_argument("--text", action="store_true",
                         help="the real pretrained all-MiniLM-L6-v2 on real text (needs "
                         "frostline[text]; a few minutes on 2 CPU cores; no uncached run)")
+    parser.add_argument("--sentences", type=_positive, metavar="N",
+                        help="with --text: training sentences per package (default 30; the "
+                        "time grows with it)")
 
 
 def _counts(text: str, n_groups: int, option: str) -> list[int]:
@@ -177,12 +180,17 @@ def run_demo(args: argparse.Namespace) -> int:
     from ..demo._run import LR, demo_jobs, run_tasks, steps
     from ..torch._sweep._progress import progress_bar
 
+    from . import UsageError
+
     start = time.perf_counter()
+    if args.sentences is not None and not args.text:
+        raise UsageError("--sentences sizes the text demo; add --text.")
     if args.text:
         from ..demo import _text
 
         epochs = args.epochs or TEXT_EPOCHS
-        jobs = [(t, t.make_model) for t in _text.text_tasks([_text.DEMO_TASK])]
+        sizes = {_text.DEMO_TASK: args.sentences} if args.sentences else None
+        jobs = [(t, t.make_model) for t in _text.text_tasks([_text.DEMO_TASK], per_class=sizes)]
         # The uncached run would double minutes of training; bench_sweep_cache.py measures it.
         compare, lr, body_lr = False, _text.LR, _text.BODY_LR
         budget = (f"{epochs} epochs per setting, batch {_text.BATCH_SIZE}, Adam lr {lr:g} "
