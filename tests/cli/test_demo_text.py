@@ -71,9 +71,9 @@ def test_text_demo_compares_rules_choice_and_sweep_on_the_real_minilm(cli):
     recommended = fl.Setting.from_recommendation(rec)
     for label in dict.fromkeys([choice["setting"], recommended.label]):
         setting = next(s for s in settings if s.label == label)
-        made = []
+        made: list[torch.nn.Module] = []
 
-        def recording():
+        def recording(made=made):
             made.append(make())
             return made[-1]
 

@@ -179,7 +179,6 @@ def _sweep_target(args: argparse.Namespace) -> tuple[Any, Callable[[], Any], str
 def run_demo(args: argparse.Namespace) -> int:
     from ..demo._run import LR, demo_jobs, run_tasks, steps
     from ..torch._sweep._progress import progress_bar
-
     from . import UsageError
 
     start = time.perf_counter()
