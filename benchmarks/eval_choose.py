@@ -15,7 +15,9 @@ Run: ``PYTHONPATH=src .venv/bin/python -u benchmarks/eval_choose.py [--tasks a,b
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 import torch
 
@@ -56,6 +58,8 @@ def main() -> None:
     parser.add_argument("--min-steps", type=int, default=100,
                         help="fewest optimizer steps per setting, in both runs (fl.choose's "
                              "default)")
+    parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results",
+                        help="folder for one JSON file per task (read by calibrate_rules.py)")
     args = parser.parse_args()
     found = _task_list()
     names = args.tasks.split(",") if args.tasks else list(found)
@@ -92,6 +96,28 @@ def main() -> None:
               f"{choose_seconds / full_seconds:.2f} "
               f"| {sum(r.epochs for r in choice.result.rows)} / "
               f"{sum(r.epochs for r in full.rows)} |", flush=True)
+        write_result(args.json / f"{name}.json", name=name, kind="vision", n=len(train[1]),
+                     shift=shift, new_head=new_head, n_groups=rec.n_groups, epochs=args.epochs,
+                     min_steps=args.min_steps, full=full, rules=rules, choice=choice,
+                     full_seconds=full_seconds, choose_seconds=choose_seconds)
+
+
+def write_result(path: Path, *, name: str, kind: str, n: int, shift: str, new_head: bool,
+                 n_groups: int, epochs: int, min_steps: int, full, rules, choice,
+                 full_seconds: float, choose_seconds: float) -> None:
+    """One task's measurements: every setting of the full sweep and what each pick got."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "task": name, "kind": kind, "n_train": n, "shift": shift, "new_head": new_head,
+        "n_groups": n_groups, "epochs": epochs, "min_steps": min_steps,
+        "full_sweep": {row.label: row.val_accuracy for row in full.rows},
+        "rules_pick": rules.label, "choose_pick": choice.result.best.label,
+        "choose_accuracy": choice.result.best.val_accuracy,
+        "full_seconds": full_seconds, "choose_seconds": choose_seconds,
+        "full_epochs": sum(r.epochs for r in full.rows),
+        "choose_epochs": sum(r.epochs for r in choice.result.rows),
+    }
+    path.write_text(json.dumps(record, indent=1) + "\n")
 
 
 if __name__ == "__main__":
