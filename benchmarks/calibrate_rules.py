@@ -4,7 +4,8 @@ Reads every task that ``eval_choose.py`` measured (``benchmarks/results/*.json``
 validation accuracy for every setting), groups the tasks into the cells of the rule table (size
 class of the training set x kind of shift), and scores every rule form on every task as a share
 of that task's best. A cell's rule becomes the form with the highest worst-case share (ties: the
-higher mean, then the cheaper form). The evidence, with the share the literature rule reached,
+higher mean, then the cheaper form), unless the literature's rule comes within a percentage point
+of it: then the literature's rule stays, confirmed. The evidence, with the share the literature rule reached,
 is written to ``src/frostline/data/rule_evidence.json``, which ``fl.recommend`` reads to pick
 the rule and to say how sure it is.
 
@@ -79,6 +80,8 @@ def calibrate(tasks: list[dict]) -> dict[str, dict]:
                                           -FORMS.index(f)))
         chosen = [s[best] for s in scored]
         literature = [literature_share(t) for t in members]
+        if round(min(literature), 2) >= round(min(chosen), 2):
+            best, chosen = "literature", literature  # confirmed: within a point of the best
         evidence[cell] = {
             "form": best,
             "tasks": [t["task"] for t in members],

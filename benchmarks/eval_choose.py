@@ -37,6 +37,17 @@ def _task_list():
     def cut(name, shift, new_head, train, val, n):
         return name, shift, new_head, (train[0][:n], train[1][:n]), val
 
+    # Feature-level shift: new sub-populations under the source's labels (digits 5-9 join
+    # held-out digits 0-4 as classes d mod 5, source head kept), passed to the rules as "high".
+    images, digit = _all_digits()
+    mixed = torch.randperm(len(digit), generator=torch.Generator().manual_seed(2))
+    sub_x, sub_y = images[mixed], digit[mixed] % 5
+    held = len(sub_y) - 1000  # validation: what the largest training set leaves
+
+    def subpopulations(n):
+        return cut(f"subpopulations-{n}", "high", False,
+                   (sub_x[held:held + n], sub_y[held:held + n]), (sub_x[:held], sub_y[:held]), n)
+
     inverted = 1.0 - clean
     rotated = clean.rot90(1, dims=(2, 3))
     return {
@@ -48,7 +59,19 @@ def _task_list():
                             (inverted[150:], labels[150:]), 150),
         "rotated-150": cut("rotated-150", "input", False, (rotated[:150], labels[:150]),
                            (rotated[150:], labels[150:]), 150),
+        "subpopulations-100": subpopulations(100),
+        "subpopulations-400": subpopulations(400),
+        "subpopulations-1000": subpopulations(1000),
     }
+
+
+def _all_digits():
+    """The images of digits 5-9 and of the held-out digits 0-4 (never seen in pretraining)."""
+    new = tasks()[0]
+    (_, _), (clean, labels) = source_data()
+    x = torch.cat([new.train[0], new.val[0], clean])
+    y = torch.cat([new.train[1] + 5, new.val[1] + 5, labels])
+    return x, y
 
 
 def main() -> None:

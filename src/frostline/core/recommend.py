@@ -46,7 +46,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .._errors import PlanError, closest
-from .evidence import rule_evidence
+from .evidence import LITERATURE, rule_evidence
 from .groups import Grouping, Groups
 from .plan import Plan
 
@@ -227,6 +227,8 @@ def recommend_for_groups(n_groups: int, n_train: int, domain_shift: str = "none"
             f"no task of the evaluation suite falls in this cell ({cell}), so this rule is "
             "the literature's, unmeasured here: confidence unknown; fl.choose measures it on "
             "your data")))
+    if found.form == LITERATURE:
+        return replace(literature, reasons=(*literature.reasons, found.describe()))
     measured = from_form(found.form, n_groups, new_head)
     same = measured.plan == literature.plan and measured.strategy == literature.strategy
     reasons = [literature.reasons[0] if same else _size_reason(
