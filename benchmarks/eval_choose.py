@@ -15,6 +15,9 @@ Run: ``PYTHONPATH=src .venv/bin/python -u benchmarks/eval_choose.py [--tasks a,b
 from __future__ import annotations
 
 import argparse
+import json
+import time
+from pathlib import Path
 
 import torch
 
@@ -34,6 +37,17 @@ def _task_list():
     def cut(name, shift, new_head, train, val, n):
         return name, shift, new_head, (train[0][:n], train[1][:n]), val
 
+    # Feature-level shift: new sub-populations under the source's labels (digits 5-9 join
+    # held-out digits 0-4 as classes d mod 5, source head kept), passed to the rules as "high".
+    images, digit = _all_digits()
+    mixed = torch.randperm(len(digit), generator=torch.Generator().manual_seed(2))
+    sub_x, sub_y = images[mixed], digit[mixed] % 5
+    held = len(sub_y) - 1000  # validation: what the largest training set leaves
+
+    def subpopulations(n):
+        return cut(f"subpopulations-{n}", "high", False,
+                   (sub_x[held:held + n], sub_y[held:held + n]), (sub_x[:held], sub_y[:held]), n)
+
     inverted = 1.0 - clean
     rotated = clean.rot90(1, dims=(2, 3))
     return {
@@ -45,13 +59,30 @@ def _task_list():
                             (inverted[150:], labels[150:]), 150),
         "rotated-150": cut("rotated-150", "input", False, (rotated[:150], labels[:150]),
                            (rotated[150:], labels[150:]), 150),
+        "subpopulations-100": subpopulations(100),
+        "subpopulations-400": subpopulations(400),
+        "subpopulations-1000": subpopulations(1000),
     }
+
+
+def _all_digits():
+    """The images of digits 5-9 and of the held-out digits 0-4 (never seen in pretraining)."""
+    new = tasks()[0]
+    (_, _), (clean, labels) = source_data()
+    x = torch.cat([new.train[0], new.val[0], clean])
+    y = torch.cat([new.train[1] + 5, new.val[1] + 5, labels])
+    return x, y
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", help="comma-separated task names (default: all)")
     parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--min-steps", type=int, default=100,
+                        help="fewest optimizer steps per setting, in both runs (fl.choose's "
+                             "default)")
+    parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results",
+                        help="folder for one JSON file per task (read by calibrate_rules.py)")
     args = parser.parse_args()
     found = _task_list()
     names = args.tasks.split(",") if args.tasks else list(found)
@@ -67,10 +98,14 @@ def main() -> None:
         with deterministic():
             rec = fl.recommend(make(), len(train[1]), shift, new_head=new_head)
             rules = Setting.from_recommendation(rec)
+            start = time.perf_counter()
             full = fl.sweep(make, train, val, demo_settings(rec.n_groups, rules, new_head),
-                            epochs=args.epochs, cache=False)
+                            epochs=args.epochs, min_steps=args.min_steps, cache=False)
+            full_seconds = time.perf_counter() - start
+            start = time.perf_counter()
             choice = fl.choose(make, train, val, shift=shift, new_head=new_head,
-                               epochs=args.epochs, min_steps=0)
+                               epochs=args.epochs, min_steps=args.min_steps)
+            choose_seconds = time.perf_counter() - start
         best = full.best
         picked = choice.result.best
 
@@ -80,10 +115,32 @@ def main() -> None:
         print(f"| {name} | {len(train[1])} | {shift} | {best.label} {100 * best.val_accuracy:.1f}% "
               f"| {rules.label} {share(full.row(rules).val_accuracy)} "
               f"| {picked.label} {share(picked.val_accuracy)} "
-              f"| {choice.seconds:.1f} s / {full.seconds:.1f} s = "
-              f"{choice.seconds / full.seconds:.2f} "
+              f"| {choose_seconds:.1f} s / {full_seconds:.1f} s = "
+              f"{choose_seconds / full_seconds:.2f} "
               f"| {sum(r.epochs for r in choice.result.rows)} / "
               f"{sum(r.epochs for r in full.rows)} |", flush=True)
+        write_result(args.json / f"{name}.json", name=name, kind="vision", n=len(train[1]),
+                     shift=shift, new_head=new_head, n_groups=rec.n_groups, epochs=args.epochs,
+                     min_steps=args.min_steps, full=full, rules=rules, choice=choice,
+                     full_seconds=full_seconds, choose_seconds=choose_seconds)
+
+
+def write_result(path: Path, *, name: str, kind: str, n: int, shift: str, new_head: bool,
+                 n_groups: int, epochs: int, min_steps: int, full, rules, choice,
+                 full_seconds: float, choose_seconds: float) -> None:
+    """One task's measurements: every setting of the full sweep and what each pick got."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "task": name, "kind": kind, "n_train": n, "shift": shift, "new_head": new_head,
+        "n_groups": n_groups, "epochs": epochs, "min_steps": min_steps,
+        "full_sweep": {row.label: row.val_accuracy for row in full.rows},
+        "rules_pick": rules.label, "choose_pick": choice.result.best.label,
+        "choose_accuracy": choice.result.best.val_accuracy,
+        "full_seconds": full_seconds, "choose_seconds": choose_seconds,
+        "full_epochs": sum(r.epochs for r in full.rows),
+        "choose_epochs": sum(r.epochs for r in choice.result.rows),
+    }
+    path.write_text(json.dumps(record, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -21,17 +21,18 @@ def test_sweep_json_reports_cached_and_uncached_runs_and_writes_the_plot(cli, tm
                     "--plot", str(plot), "--json")
     (task,) = data["tasks"]
     sweep = task["sweep"]
-    assert [r["label"] for r in sweep["rows"]] == ["1", "2"]
+    # The recommended setting (the top half, as calibrated) joins the chosen ones.
+    assert [r["label"] for r in sweep["rows"]] == ["1", "2", "3"]
     assert [r["val_accuracy"] for r in sweep["rows"]] == [
         r["val_accuracy"] for r in sweep["uncached"]["rows"]]
-    assert [r["cached_groups"] for r in sweep["rows"]] == [4, 3]
+    assert [r["cached_groups"] for r in sweep["rows"]] == [4, 3, 2]
     # The cached and uncached runs are disjoint spans of the command, which the command times
     # from the outside; every row's epochs fit in its own time.
     assert sweep["seconds"] + sweep["uncached"]["seconds"] <= data["seconds"]
     for row in sweep["rows"] + sweep["uncached"]["rows"]:
         assert row["epoch_seconds"] * row["epochs"] <= row["seconds"]
     assert sweep["cache_seconds"] <= sweep["seconds"]
-    assert task["recommended_setting"] == "2"
+    assert task["recommended_setting"] == "3"
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert data["plot"] == str(plot)
 
@@ -41,8 +42,9 @@ def test_sweep_without_cache_trains_the_whole_model(cli):
                     "--no-lp-ft", "--no-cache", "--json")
     sweep = data["tasks"][0]["sweep"]
     assert not sweep["cached"] and "uncached" not in sweep
-    # The recommendation (surgical, first group) is added when the chosen settings lack it.
-    assert [r["label"] for r in sweep["rows"]] == ["1", "first 1"]
+    # The recommendation (the last 2 groups, as calibrated) is added when the chosen settings
+    # lack it.
+    assert [r["label"] for r in sweep["rows"]] == ["1", "2"]
 
 
 @pytest.mark.slow

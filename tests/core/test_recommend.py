@@ -72,7 +72,7 @@ def test_input_shift_unfreezes_the_first_groups_and_a_new_head():
 
 
 def test_input_shift_with_the_source_head_leaves_the_head_frozen():
-    rec = recommend_for_groups(6, 100, "input", new_head=False)
+    rec = recommend_for_groups(6, 100, "input", new_head=False, calibrated=False)
     assert rec.trainable_groups == (0,)
     assert [str(rule) for rule in rec.plan.rules] == ["freeze **", "unfreeze group::1"]
 
@@ -150,3 +150,49 @@ def test_recommendation_is_a_frozen_value_with_a_dict_form():
     assert Plan.from_dict(data["plan"]) == rec.plan
     assert data["trainable_groups"] == [3, 4]
 
+
+
+def test_calibrated_cells_follow_the_suites_best_form_and_cite_it():
+    from frostline.core.evidence import rule_evidence
+    from frostline.core.recommend import from_form
+
+    found = rule_evidence()
+    assert found  # the evidence ships with frostline
+    sizes = {"tiny": 100, "small": 500, "medium": 5_000, "large": 50_000}
+    for cell, evidence in found.items():
+        size, shift = cell.split("/")
+        for n_groups in (3, 5, 8):
+            rec = recommend_for_groups(n_groups, sizes[size], shift)
+            expected = recommend_for_groups(n_groups, sizes[size], shift, calibrated=False) \
+                if evidence.form == "literature" else from_form(evidence.form, n_groups)
+            assert (rec.plan, rec.trainable_groups, rec.strategy) == \
+                (expected.plan, expected.trainable_groups, expected.strategy)
+            assert any(r.startswith(("calibrated on the evaluation suite",
+                                     "confirmed on the evaluation suite")) and
+                       f"confidence {evidence.confidence}" in r for r in rec.reasons)
+
+
+def test_an_unmeasured_cell_keeps_the_literature_rule_and_says_so():
+    rec = recommend_for_groups(8, 50_000, "low")
+    assert rec.plan == recommend_for_groups(8, 50_000, "low", calibrated=False).plan
+    assert "confidence unknown" in rec.reasons[-1]
+
+
+def test_custom_thresholds_fall_back_to_the_literature():
+    custom = Thresholds(small=10, medium=20, large=30)
+    rec = recommend_for_groups(5, 15, "input", new_head=False, thresholds=custom)
+    assert rec.trainable_groups == (0, 1)  # surgical, as the literature says
+    assert rec.plan == recommend_for_groups(5, 15, "input", new_head=False, thresholds=custom,
+                                            calibrated=False).plan
+
+
+def test_the_shipped_evidence_is_what_the_recorded_measurements_give():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, str(root / "benchmarks" / "calibrate_rules.py"),
+                           "--check"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "up to date" in done.stdout

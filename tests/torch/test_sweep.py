@@ -255,7 +255,8 @@ def test_settings_are_told_apart_by_value():
 
 
 def test_settings_follow_the_recommendation():
-    assert Setting.from_recommendation(fl.recommend(_mlp(), 200, "input")).label == \
+    assert Setting.from_recommendation(fl.recommend(_mlp(), 200, "input",
+                                                       calibrated=False)).label == \
         "first 1 + head"
     assert Setting.from_recommendation(fl.recommend(_mlp(), 5_000, "low")) == Setting.lp_ft(2)
     assert Setting.from_recommendation(fl.recommend(_mlp(), 500)).label == "2"

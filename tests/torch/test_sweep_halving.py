@@ -81,3 +81,33 @@ def test_kept_settings_are_never_pruned():
                           keep=[kept])
     assert weakest not in {p.label for p in result.pruned}
     assert result.row(kept).finished and result.row(kept).epochs == 4
+
+
+def test_rungs_rank_on_the_screening_subset_and_the_last_rung_measures_all_of_validation():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(96, 4, generator=g)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
+    seen: list[torch.Tensor] = []
+
+    def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+        seen.append(labels)
+        return float((logits.argmax(-1) == labels).float().mean())
+
+    settings = [Setting.lock(k) for k in (1, 2, 3, 4)]
+    with deterministic():
+        halved = fl.sweep(_dropout_net, (x[:32], y[:32]), (x, y), settings, epochs=4,
+                          batch_size=16, lr=3e-2, halving=2, screening=40, metric=accuracy)
+    sizes = [len(labels) for labels in seen]
+    # 4 candidates at rung 0 and 2 at rung 1 on 40 examples, the finalist on all 96.
+    assert sizes == [40] * 6 + [96]
+    first = seen[0]
+    assert all(torch.equal(labels, first) for labels in seen[:6])  # one fixed subset
+    for p in halved.pruned:
+        assert halved.row(next(r.setting for r in halved.rows if r.label == p.label)).epochs \
+            == p.after_epochs
+
+
+def test_screening_must_count_examples():
+    x, y = torch.randn(8, 4), torch.randint(0, 2, (8,))
+    with pytest.raises(PlanError, match="screening"):
+        fl.sweep(_dropout_net, (x, y), (x, y), epochs=1, halving=2, screening=0)

@@ -175,6 +175,9 @@ def add_recommend(commands: Any) -> None:
                         help="domain shift from the pretraining data (default: none)")
     parser.add_argument("--same-head", action="store_true",
                         help="the head is not new (same labels); surgical plans leave it frozen")
+    parser.add_argument("--literature", action="store_true",
+                        help="the literature's rules alone, not the rules calibrated on the "
+                             "evaluation suite")
     parser.add_argument("--save", metavar="FILE", help="write the recommended plan")
     parser.set_defaults(run=run_recommend)
 
@@ -182,7 +185,7 @@ def add_recommend(commands: Any) -> None:
 def run_recommend(args: argparse.Namespace) -> int:
     model = model_from_args(args)
     rec = recommend(model, args.n_train, args.shift, new_head=not args.same_head,
-                    grouping=_grouping(args))
+                    grouping=_grouping(args), calibrated=not args.literature)
     scope = _scope(model, args)
     if scope is not None:
         # With --tower the recommended plan decides that tower only, as a tower lock does.

@@ -25,6 +25,16 @@ Whenever a group stays frozen, the plan also fixes the BatchNorm statistics of t
 groups (``freeze_bn_stats``), as OpenCLIP's ``lock`` can: small target batches would
 otherwise overwrite statistics estimated on the large source data.
 
+These are the literature's rules (``calibrated=False``). By default they are recalibrated where
+the evaluation suite measured them (``benchmarks/eval_choose.py`` then
+``benchmarks/calibrate_rules.py``, shipped as ``frostline/data/rule_evidence.json``, read by
+:mod:`frostline.core.evidence`): in a cell of the table (size class / shift) that the suite
+covers, the recommendation follows the rule form that did best there in the worst case, and its
+reasons give the measured shares of the best and a confidence. Cells the suite does not cover
+keep the literature's rule and say that it is unmeasured. On the suite, for example, tiny data
+with new labels did better training the top half than with a linear probe, and tiny data with
+an input-level shift did better training the last 2 groups than the first group alone.
+
 This module holds the rules on a number of groups and imports no framework;
 :func:`recommend` counts a model's groups through its backend.
 """
@@ -36,6 +46,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .._errors import PlanError, closest
+from .evidence import LITERATURE, rule_evidence
 from .groups import Grouping, Groups
 from .plan import Plan
 
@@ -174,8 +185,8 @@ def _schedule(strategy: str, plan: Plan) -> tuple[Phase, ...]:
 
 
 def recommend_for_groups(n_groups: int, n_train: int, domain_shift: str = "none", *,
-                         new_head: bool = True,
-                         thresholds: Thresholds = Thresholds()) -> Recommendation:
+                         new_head: bool = True, thresholds: Thresholds = Thresholds(),
+                         calibrated: bool = True) -> Recommendation:
     """Recommend which of ``n_groups`` layer groups train, from data size and domain shift.
 
     The thresholds and the literature behind each rule are listed in this module's docstring.
@@ -187,6 +198,9 @@ def recommend_for_groups(n_groups: int, n_train: int, domain_shift: str = "none"
         new_head: the last group is a freshly initialised head (it must train). Only changes
             the ``"input"`` rule: with ``new_head=False`` surgical fine-tuning leaves it frozen.
         thresholds: dataset-size boundaries.
+        calibrated: where the evaluation suite measured the cell (size class / shift, default
+            thresholds), follow the rule it found best and cite it; False: the literature's
+            rules alone.
 
     Returns:
         A :class:`Recommendation`.
@@ -199,10 +213,59 @@ def recommend_for_groups(n_groups: int, n_train: int, domain_shift: str = "none"
         >>> rec = recommend_for_groups(5, n_train=500)
         >>> rec.unlocked_groups, rec.strategy, str(rec.plan)
         (2, 'partial-fine-tune', 'Plan(freeze **, unfreeze group:-2:; freeze_bn_stats, unlocked_groups=2)')
-        >>> recommend_for_groups(5, 200, "input", new_head=False).trainable_groups
+        >>> recommend_for_groups(5, 200, "input", new_head=False, calibrated=False).trainable_groups
         (0,)
     """
     _check(n_groups, n_train, domain_shift)
+    literature = _literature(n_groups, n_train, domain_shift, new_head, thresholds)
+    if not calibrated:
+        return literature
+    cell = f"{thresholds.size_class(n_train)}/{domain_shift}"
+    found = rule_evidence().get(cell) if thresholds == Thresholds() else None
+    if found is None:
+        return replace(literature, reasons=(*literature.reasons, (
+            f"no task of the evaluation suite falls in this cell ({cell}), so this rule is "
+            "the literature's, unmeasured here: confidence unknown; fl.choose measures it on "
+            "your data")))
+    if found.form == LITERATURE:
+        return replace(literature, reasons=(*literature.reasons, found.describe()))
+    measured = from_form(found.form, n_groups, new_head)
+    same = measured.plan == literature.plan and measured.strategy == literature.strategy
+    reasons = [literature.reasons[0] if same else _size_reason(
+        thresholds.size_class(n_train), n_train, thresholds, calibrated=True)]
+    if same:
+        reasons += list(literature.reasons[1:])
+    reasons.append(found.describe())
+    if measured.strategy != FULL and measured.unlocked_groups < n_groups:
+        reasons.append("BatchNorm statistics of the frozen groups stay fixed (freeze_bn_stats)")
+    return replace(measured, reasons=tuple(dict.fromkeys(reasons)))
+
+
+def from_form(form: str, n_groups: int, new_head: bool = True) -> Recommendation:
+    """The recommendation one rule form (:data:`~frostline.core.evidence.FORMS`) gives on
+    ``n_groups`` groups, without reasons.
+
+    Example:
+        >>> from_form("top half", 5).trainable_groups
+        (2, 3, 4)
+        >>> from_form("first 1", 5, new_head=True).trainable_groups
+        (0, 4)
+    """
+    if form.startswith("first "):
+        return _surgical(n_groups, int(form.split()[1]), new_head, [])
+    count = {"head": 1, "last 2": 2, "top half": math.ceil(n_groups / 2), "all": n_groups,
+             "lp-ft all": n_groups}[form]
+    count = min(count, n_groups)
+    strategy = LP_FT if form == "lp-ft all" and n_groups > 1 else \
+        LINEAR_PROBE if count == 1 and n_groups > 1 else FULL if count == n_groups else PARTIAL
+    plan = Plan.lock(count, freeze_bn_stats=count < n_groups)
+    return Recommendation(plan, count, tuple(range(n_groups - count, n_groups)), n_groups,
+                          strategy)
+
+
+def _literature(n_groups: int, n_train: int, domain_shift: str, new_head: bool,
+                thresholds: Thresholds) -> Recommendation:
+    """The rules of this module's docstring, as the literature gives them."""
     size = thresholds.size_class(n_train)
     reasons = [_size_reason(size, n_train, thresholds)]
     if domain_shift == "high" and size != "large":
@@ -227,8 +290,8 @@ def recommend_for_groups(n_groups: int, n_train: int, domain_shift: str = "none"
 
 
 def recommend(model: Any, n_train: int, domain_shift: str = "none", *, new_head: bool = True,
-              thresholds: Thresholds = Thresholds(),
-              grouping: Grouping | None = None) -> Recommendation:
+              thresholds: Thresholds = Thresholds(), grouping: Grouping | None = None,
+              calibrated: bool = True) -> Recommendation:
     """Recommend a plan for ``model`` from dataset size and domain shift.
 
     Counts the model's layer groups with ``fl.resolve(model, grouping=grouping)`` (or takes a
@@ -243,6 +306,8 @@ def recommend(model: Any, n_train: int, domain_shift: str = "none", *, new_head:
         thresholds: dataset-size boundaries.
         grouping: how to build the groups (:class:`Grouping`); the recommended plan carries it,
             so ``fl.apply(model, rec.plan)`` counts the same groups.
+        calibrated: follow the evaluation suite where it measured the cell (see
+            :func:`recommend_for_groups`).
 
     Returns:
         A :class:`Recommendation`; apply it with ``fl.apply(model, rec.plan)``.
@@ -261,7 +326,7 @@ def recommend(model: Any, n_train: int, domain_shift: str = "none", *, new_head:
 
         found = resolve(model, grouping=grouping).groups
     rec = recommend_for_groups(len(found), n_train, domain_shift, new_head=new_head,
-                               thresholds=thresholds)
+                               thresholds=thresholds, calibrated=calibrated)
     if grouping is None:
         return rec
     return replace(rec, plan=rec.plan.with_grouping(grouping.without_input()))
@@ -286,7 +351,9 @@ def _count(size: str, n_groups: int) -> int:
     return min(wanted, n_groups)
 
 
-def _size_reason(size: str, n_train: int, t: Thresholds) -> str:
+def _size_reason(size: str, n_train: int, t: Thresholds, calibrated: bool = False) -> str:
+    if calibrated:
+        return f"{n_train:,} training examples is {size}"
     rule = {
         "tiny": f"below {t.small:,}, only the head trains (a linear probe)",
         "small": f"{t.small:,} to {t.medium - 1:,}, the last 2 groups train",

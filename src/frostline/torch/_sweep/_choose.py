@@ -4,8 +4,9 @@ The rules of thumb (``fl.recommend``) give a prior from the data set's size and 
 shift. ``choose`` then measures: every frost line (the last k groups, for every k), LP-FT,
 surgical fine-tuning of the first groups, and the prior, on the user's data. It screens them
 cheaply (the frozen prefix's features are cached, successive halving stops the weaker half
-after a slice of the budget) and trains the finalists to the end, the prior always among them;
-the recommendation is the best finalist, with reasons that cite what was measured.
+after a slice of the budget, ranked on a fixed subset of the validation set) and trains the
+finalists to the end; the prior competes like any other setting. The recommendation is the best
+finalist, with reasons that cite what was measured (where the prior stood included).
 """
 
 from __future__ import annotations
@@ -81,7 +82,8 @@ def choose(make_model: Callable[[], nn.Module], train: Any, val: Any, *, shift: 
            new_head: bool = True, epochs: int = 8, seed: int = 0, batch_size: int = 32,
            lr: float = 3e-3, body_lr: float | None = None,
            lr_grid: list[tuple[float, float]] | None = None, min_steps: int = 100,
-           halving: int | None = 2, cache: bool = True, device: str | torch.device | None = None,
+           halving: int | None = 2, screening: int = 512, cache: bool = True,
+           device: str | torch.device | None = None,
            amp: bool = False, loss: Callable | None = None, metric: Callable | None = None,
            deterministic: bool | None = None, progress: bool | Callable[[str], None] = False,
            grouping: Grouping | None = None) -> Choice:
@@ -101,6 +103,8 @@ def choose(make_model: Callable[[], nn.Module], train: Any, val: Any, *, shift: 
         min_steps: every setting takes at least this many optimizer steps (epochs are raised
             on small data sets), so that a linear probe is not judged on 10 steps.
         halving: successive halving's ``eta`` (None: train every setting to the end).
+        screening: between rungs, settings are ranked on a fixed subset of this many
+            validation examples (the finalists are measured on all of them).
         grouping: how to build the groups (:class:`~frostline.Grouping`); the recommended
             plan carries it.
 
@@ -131,7 +135,7 @@ def choose(make_model: Callable[[], nn.Module], train: Any, val: Any, *, shift: 
     result = sweep(make_model, train_src, val_src, settings, epochs=epochs,
                    batch_size=batch_size, lr=lr, body_lr=body_lr, lr_grid=lr_grid,
                    min_steps=min_steps, halving=halving if len(settings) > 1 else None,
-                   keep=[prior_setting],
+                   screening=screening,
                    seed=seed, cache=cache, device=device, amp=amp, loss=loss, metric=metric,
                    deterministic=deterministic, progress=progress, grouping=grouping)
     best = result.best
@@ -141,7 +145,8 @@ def choose(make_model: Callable[[], nn.Module], train: Any, val: Any, *, shift: 
     measured = Recommendation(
         plan=plan, unlocked_groups=len(trainable), trainable_groups=trainable,
         n_groups=n, strategy=_strategy(best.setting, trainable, n),
-        reasons=tuple(_reasons(result, best, prior, prior_setting, train_src.n, val_src.n)),
+        reasons=tuple(_reasons(result, best, prior, prior_setting, train_src.n, val_src.n,
+                               min(screening, val_src.n))),
         schedule=_schedule(best),
     )
     return Choice(measured, prior, result, time.perf_counter() - start)
@@ -185,7 +190,7 @@ def _fine_tune_epochs(best: SweepRow) -> int:
 
 
 def _reasons(result: SweepResult, best: SweepRow, prior: Recommendation, prior_setting: Setting,
-             n_train: int, n_val: int) -> list[str]:
+             n_train: int, n_val: int, screened: int) -> list[str]:
     finished = sorted((r for r in result.rows if r.finished), key=lambda r: -r.val_accuracy)
     reasons = [f"measured on {n_train:,} training and {n_val:,} validation examples: "
                f"{len(result.rows)} settings, the finalists trained {_fine_tune_epochs(best)} "
@@ -212,7 +217,9 @@ def _reasons(result: SweepResult, best: SweepRow, prior: Recommendation, prior_s
     if result.pruned:
         rungs = sorted({p.after_epochs for p in result.pruned})
         reasons.append(f"successive halving stopped {len(result.pruned)} of {len(result.rows)} "
-                       f"settings early (after {', '.join(map(str, rungs))} epochs)")
+                       f"settings early (after {', '.join(map(str, rungs))} epochs"
+                       + (f", ranked on {screened:,} of the {n_val:,} validation examples)"
+                          if screened < n_val else ")"))
     diverged = [r.label for r in result.rows if r.diverged]
     if diverged:
         reasons.append(f"diverged (never chosen): {', '.join(diverged)}")

@@ -124,6 +124,14 @@ class Source:
         """The examples of each batch of indices, in that order."""
         raise NotImplementedError
 
+    def screening(self, size: int, batch_size: int = EVAL_BATCH) -> list[torch.Tensor]:
+        """A fixed subset of at most ``size`` examples, in index order, to rank settings on
+        between the rungs of successive halving (every example when the source is smaller)."""
+        if self.n <= size:
+            return self.in_order(batch_size)
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.n + 1))
+        return list(order[:size].sort().values.split(batch_size))
+
     def sample(self, size: int) -> tuple[torch.Tensor, Inputs]:
         """``(indices, inputs)`` of a few examples, fixed by the source's size."""
         order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.n))
@@ -197,6 +205,9 @@ class LoaderSource(Source):
         size = self.loader.batch_size or batch_size
         return list(torch.arange(self.n).split(size))
 
+    def screening(self, size: int, batch_size: int = EVAL_BATCH) -> list[torch.Tensor]:
+        return super().screening(size, self.loader.batch_size or batch_size)
+
     def load(self, batches: Sequence[torch.Tensor]) -> Iterator[Batch]:
         loader = torch.utils.data.DataLoader(
             self.loader.dataset, batch_sampler=[b.tolist() for b in batches],
@@ -244,6 +255,9 @@ class IterableSource(Source):
                                      "second pass; pass a fixed list of batches or a DataLoader.")
             check_finite(inputs, labels, self.where)
             yield inputs, labels
+
+    def screening(self, size: int, batch_size: int = EVAL_BATCH) -> list[torch.Tensor]:
+        return self._positions  # an iterable is read whole, in its own order
 
     def sample(self, size: int) -> tuple[torch.Tensor, Inputs]:
         return self._positions[0], split_batch(next(iter(self.batches)))[0]

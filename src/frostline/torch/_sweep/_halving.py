@@ -80,7 +80,10 @@ def halve(make_run: Callable[[int], Run], n: int, epochs: int, eta: int, labels:
                 # its whole probe (a probe alone would say little about the fine-tuning to come).
                 probe = run.total_epochs - run.ctx.epochs
                 run.advance(probe + max(1, math.ceil(run.ctx.epochs * fraction)) - run.epoch)
-                local[i] = (run.evaluate(), run.epoch)
+                # Between rungs a fixed subset of the validation set ranks the settings;
+                # the last rung measures on all of it.
+                last = rung == len(fractions) - 1
+                local[i] = (run.evaluate(screening=not last), run.epoch)
         scores = gather(local)
         for i in alive:
             outcomes[i] = Outcome(scores[i][0])

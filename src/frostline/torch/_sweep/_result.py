@@ -20,7 +20,9 @@ class SweepRow:
         unlocked_groups: groups the setting trains (None when the plan is not a count).
         trainable_params: trainable parameter elements (final phase).
         val_accuracy: the validation metric after the last epoch (accuracy unless the sweep was
-            given another ``metric``); NaN when the setting diverged.
+            given another ``metric``); NaN when the setting diverged. A setting that successive
+            halving stopped reports it on the screening subset of the validation set (at most
+            ``screening`` examples, the whole set when it is smaller).
         epochs: training epochs run (both phases for LP-FT; fewer when pruned or diverged).
         steps: optimizer steps run.
         lr: the learning rates of the reported run (the best of the grid).

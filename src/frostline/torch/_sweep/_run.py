@@ -28,7 +28,8 @@ def sweep(make_model: Callable[[], nn.Module], train: Any, val: Any,
           settings: Sequence[Setting] | None = None, *, epochs: int = 5, batch_size: int = 32,
           lr: float = 3e-3, body_lr: float | None = None,
           lr_grid: Sequence[tuple[float, float]] | None = None, min_steps: int = 0,
-          halving: int | None = None, keep: Sequence[Setting] = (), seed: int = 0, cache: bool = True,
+          halving: int | None = None, keep: Sequence[Setting] = (), screening: int = 512,
+          seed: int = 0, cache: bool = True,
           compare_uncached: bool = False, deterministic: bool | None = None,
           device: str | torch.device | None = None, amp: bool = False,
           loss: Callable | None = None, metric: Callable | None = None,
@@ -57,7 +58,9 @@ def sweep(make_model: Callable[[], nn.Module], train: Any, val: Any,
             steps (a fair budget on small data sets).
         halving: successive halving with this ``eta`` (2: the better half goes on); the result
             lists the pruned settings. None trains every setting to the end.
-        keep: settings successive halving never prunes (``fl.choose`` keeps the rules' pick).
+        keep: settings successive halving never prunes.
+        screening: between the rungs of successive halving, settings are ranked on a fixed
+            subset of this many validation examples (the last rung measures on all of them).
         seed: seeds the model head, the batch order and everything else random.
         cache: reuse the frozen prefix's outputs (see ``frostline.torch._sweep._cache``).
         compare_uncached: also run every setting without the cache first, and keep that run as
@@ -94,6 +97,8 @@ def sweep(make_model: Callable[[], nn.Module], train: Any, val: Any,
     if epochs < 1 or batch_size < 1 or min_steps < 0:
         raise PlanError(f"the budget must be positive, got epochs={epochs}, "
                         f"batch_size={batch_size}, min_steps={min_steps}.")
+    if screening < 1:
+        raise PlanError(f"screening takes a number of validation examples, got {screening!r}.")
     if halving is not None and (halving < 2 or compare_uncached):
         raise PlanError("halving takes an eta of 2 or more and does not combine with "
                         f"compare_uncached (got halving={halving!r}).")
@@ -127,7 +132,8 @@ def sweep(make_model: Callable[[], nn.Module], train: Any, val: Any,
     modes = [False, True] if cache and compare_uncached else [cache]
     contexts = {mode: Context(make_model, groups, grouping, layout,
                               features if mode else None, train_src, val_src,
-                              objective(loss, metric), budget, batch_size, seed, device, autocast)
+                              objective(loss, metric), budget, batch_size, seed, device, autocast,
+                              screen=screening)
                 for mode in modes}
     total = _epochs(settings, budget, len(grid) * len(modes), halving)
     bar = progress_bar("sweep", total) if progress is True else \

@@ -49,6 +49,7 @@ class Context:
     device: torch.device | None
     autocast: Callable[[], Any] = nullcontext
     progress: Progress | None = None
+    screen: int = 512  # validation examples that rank settings between rungs
 
 
 def frozen_prefix(groups: Groups, mask: Mask, view: TreeView) -> int:
@@ -240,8 +241,9 @@ class Run:
             self.steps += 1
         self.epoch_times.append(time.perf_counter() - begin)
 
-    def evaluate(self) -> float:
-        """The validation metric now (NaN once diverged)."""
+    def evaluate(self, screening: bool = False) -> float:
+        """The validation metric now (NaN once diverged); ``screening``: on the fixed subset
+        of the validation set that ranks settings between rungs (``Context.screen``)."""
         if self.diverged:
             return float("nan")
         with self._clock():
@@ -253,7 +255,8 @@ class Run:
             outputs, labels = [], []
             try:
                 with torch.no_grad(), ctx.autocast():
-                    batches = ctx.val.in_order()
+                    batches = ctx.val.screening(ctx.screen) if screening else \
+                        ctx.val.in_order()
                     for index, (inputs, y) in zip(batches, ctx.val.load(batches)):
                         inputs = to_device(inputs, ctx.device)
                         logits = runner(self.model, index, inputs) if runner else \
