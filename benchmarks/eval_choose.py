@@ -9,6 +9,10 @@ and ``fl.choose`` (cached features, successive halving), all with the same epoch
 Prints each pick as a share of the full sweep's best, and the cost of ``fl.choose`` against the
 full uncached sweep (wall time and training epochs).
 
+The text tasks (``text-packages-120``, ``text-packages-400``, ``text-typos-120``) are the real
+all-MiniLM-L6-v2 on Python's own docstrings (``frostline.demo._text``; they need
+``frostline[text]``), trained with Adam lr 3e-3 for the head and 1e-4 for the other groups.
+
 Run: ``PYTHONPATH=src .venv/bin/python -u benchmarks/eval_choose.py [--tasks a,b] [--epochs 8]``
 """
 
@@ -24,6 +28,7 @@ import torch
 import frostline as fl
 from frostline.demo import pretrained_digit_net, reset_head, source_data, tasks
 from frostline.demo._run import demo_settings, deterministic
+from frostline.demo._text import EVAL_NAMES, text_tasks
 from frostline.torch._sweep import Setting
 
 
@@ -35,7 +40,7 @@ def _task_list():
     clean, labels = clean[order], labels[order]
 
     def cut(name, shift, new_head, train, val, n):
-        return name, shift, new_head, (train[0][:n], train[1][:n]), val
+        return name, shift, new_head, (train[0][:n], train[1][:n]), val, _digit_net(new_head), {}
 
     # Feature-level shift: new sub-populations under the source's labels (digits 5-9 join
     # held-out digits 0-4 as classes d mod 5, source head kept), passed to the rules as "high".
@@ -65,6 +70,18 @@ def _task_list():
     }
 
 
+def _digit_net(new_head):
+    return lambda: reset_head(pretrained_digit_net(), 5) if new_head else pretrained_digit_net()
+
+
+def _text_task_list(names):
+    """The text tasks (``frostline.demo._text``, the real MiniLM) among ``names``."""
+    wanted = [n for n in names if n in EVAL_NAMES]
+    built = text_tasks([EVAL_NAMES[n] for n in wanted]) if wanted else []
+    return {n: (n, t.domain_shift, t.new_head, t.train, t.val, t.make_model,
+                {"lr": t.lr, "body_lr": t.body_lr}) for n, t in zip(wanted, built)}
+
+
 def _all_digits():
     """The images of digits 5-9 and of the held-out digits 0-4 (never seen in pretraining)."""
     new = tasks()[0]
@@ -85,26 +102,24 @@ def main() -> None:
                         help="folder for one JSON file per task (read by calibrate_rules.py)")
     args = parser.parse_args()
     found = _task_list()
-    names = args.tasks.split(",") if args.tasks else list(found)
+    names = args.tasks.split(",") if args.tasks else [*found, *EVAL_NAMES]
+    found.update(_text_task_list(names))
     print("| task | n | shift | full sweep best | rules' pick (share of best) | fl.choose "
           "(share of best) | choose / full uncached: wall | epochs |")
     print("| --- | ---: | --- | --- | --- | --- | ---: | ---: |")
     for name in names:
-        _, shift, new_head, train, val = found[name]
-
-        def make(new_head=new_head):
-            return reset_head(pretrained_digit_net(), 5) if new_head else pretrained_digit_net()
-
+        _, shift, new_head, train, val, make, rates = found[name]
+        n = len(train[1]) if isinstance(train, tuple) else len(train.dataset)
         with deterministic():
-            rec = fl.recommend(make(), len(train[1]), shift, new_head=new_head)
+            rec = fl.recommend(make(), n, shift, new_head=new_head)
             rules = Setting.from_recommendation(rec)
             start = time.perf_counter()
             full = fl.sweep(make, train, val, demo_settings(rec.n_groups, rules, new_head),
-                            epochs=args.epochs, min_steps=args.min_steps, cache=False)
+                            epochs=args.epochs, min_steps=args.min_steps, cache=False, **rates)
             full_seconds = time.perf_counter() - start
             start = time.perf_counter()
             choice = fl.choose(make, train, val, shift=shift, new_head=new_head,
-                               epochs=args.epochs, min_steps=args.min_steps)
+                               epochs=args.epochs, min_steps=args.min_steps, **rates)
             choose_seconds = time.perf_counter() - start
         best = full.best
         picked = choice.result.best
@@ -112,14 +127,15 @@ def main() -> None:
         def share(value: float) -> str:
             return f"{100 * value / best.val_accuracy:.1f}%"
 
-        print(f"| {name} | {len(train[1])} | {shift} | {best.label} {100 * best.val_accuracy:.1f}% "
+        print(f"| {name} | {n} | {shift} | {best.label} {100 * best.val_accuracy:.1f}% "
               f"| {rules.label} {share(full.row(rules).val_accuracy)} "
               f"| {picked.label} {share(picked.val_accuracy)} "
               f"| {choose_seconds:.1f} s / {full_seconds:.1f} s = "
               f"{choose_seconds / full_seconds:.2f} "
               f"| {sum(r.epochs for r in choice.result.rows)} / "
               f"{sum(r.epochs for r in full.rows)} |", flush=True)
-        write_result(args.json / f"{name}.json", name=name, kind="vision", n=len(train[1]),
+        write_result(args.json / f"{name}.json", name=name,
+                     kind="vision" if isinstance(train, tuple) else "text", n=n,
                      shift=shift, new_head=new_head, n_groups=rec.n_groups, epochs=args.epochs,
                      min_steps=args.min_steps, full=full, rules=rules, choice=choice,
                      full_seconds=full_seconds, choose_seconds=choose_seconds)

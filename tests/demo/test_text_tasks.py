@@ -124,3 +124,9 @@ def test_missing_packages_raise_an_error_saying_what_to_install(monkeypatch):
 def test_unknown_task_names_are_refused_with_the_known_ones():
     with pytest.raises(TextUnavailableError, match="unknown text task.*packages-tiny"):
         text_tasks(["packages-huge"])
+
+
+def test_evaluation_names_state_the_training_size_of_their_task():
+    assert set(_text.EVAL_NAMES.values()) == set(_text.SIZES)
+    for name, task in _text.EVAL_NAMES.items():
+        assert int(name.rsplit("-", 1)[1]) == len(PACKAGES) * _text.SIZES[task]
