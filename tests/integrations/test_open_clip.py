@@ -209,3 +209,17 @@ def test_two_tower_locks_as_one_composed_plan_round_trip(vit_clip):
     replayed = copy.deepcopy(vit_clip)
     fl.apply(replayed, fl.Plan.from_yaml((image + text).to_yaml()))
     assert frozen_params(replayed) == frozen_params(clip)
+
+
+def test_a_tower_recommendation_decides_that_tower_only(vit_clip):
+    model = copy.deepcopy(vit_clip)
+    model.text_projection.requires_grad_(False)  # frozen by hand, outside the image tower
+    rec = fl.recommend(model, 200, "output", grouping=fl.Grouping(tower="image"))
+    fl.apply(model, rec.plan)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    image = fl.groups(model, tower="image")
+    picked = {n for i in rec.trainable_groups for n in image[i].parameter_names}
+    assert {n for n in trainable if n.startswith("visual.")} == picked
+    # Everything outside the image tower keeps its state: trainable, or frozen by hand.
+    outside = {n for n, _ in model.named_parameters() if not n.startswith("visual.")}
+    assert trainable & outside == outside - {"text_projection"}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 from typing import Any
 
 from .._report import Explanation, Summary
@@ -186,10 +185,6 @@ def run_recommend(args: argparse.Namespace) -> int:
     model = model_from_args(args)
     rec = recommend(model, args.n_train, args.shift, new_head=not args.same_head,
                     grouping=_grouping(args), calibrated=not args.literature)
-    scope = _scope(model, args)
-    if scope is not None:
-        # With --tower the recommended plan decides that tower only, as a tower lock does.
-        rec = replace(rec, plan=rec.plan.within(scope))
     report = Summary.of(resolve(model, rec.plan, _grouping(args)))
     if args.save:
         rec.plan.save(args.save)

@@ -327,9 +327,14 @@ def recommend(model: Any, n_train: int, domain_shift: str = "none", *, new_head:
         found = resolve(model, grouping=grouping).groups
     rec = recommend_for_groups(len(found), n_train, domain_shift, new_head=new_head,
                                thresholds=thresholds, calibrated=calibrated)
-    if grouping is None:
-        return rec
-    return replace(rec, plan=rec.plan.with_grouping(grouping.without_input()))
+    plan = rec.plan if grouping is None else rec.plan.with_grouping(grouping.without_input())
+    if found.scope:
+        # Groups of one part of the model (a tower): the plan decides that part only, as a
+        # tower lock does, and leaves the rest as it is.
+        from .selectors import path
+
+        plan = plan.within(path(*found.scope))
+    return replace(rec, plan=plan)
 
 
 def _check(n_groups: int, n_train: int, domain_shift: str) -> None:
