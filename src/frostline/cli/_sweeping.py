@@ -79,7 +79,8 @@ def add_sweep(commands: Any) -> None:
 
 def add_demo(commands: Any) -> None:
     parser = commands.add_parser(
-        "demo", help="the main job on the embedded default (offline, a few minutes)",
+        "demo", help="the main job on the embedded default, or with --text on the real MiniLM "
+        "(offline, a few minutes)",
         description="Transfer the shipped CNN (pretrained on digits 0-4) to digits 5-9 and to "
         "noisy digits 0-4; for each, print the rules' pick, the measured choice of fl.choose "
         "and the full sweep of every setting side by side. With --text, the same on the real "
