@@ -289,19 +289,23 @@ def source_classifier(texts: list[str], labels: list[int], max_length: int, seed
                       steps: int = 300) -> dict[str, torch.Tensor]:
     """A classifier fitted on frozen MiniLM's pooled output of ``texts`` (full-batch Adam, lr
     1e-2, ``steps`` steps from a seeded start): the head of the source task."""
+    from ._run import deterministic
+
     base, tokenizer = _base()
     data = Encoded(tokenizer, texts, labels, max_length)
     base.eval()
-    with torch.no_grad():
+    # One thread: the same head whatever the caller's thread count.
+    with deterministic(), torch.no_grad():
         pooled = base.bert(input_ids=data.input_ids,
                            attention_mask=data.attention_mask).pooler_output
     head = nn.Linear(pooled.shape[1], len(set(labels)))
     head.load_state_dict(new_classifier(len(set(labels)), seed))
     optimizer = torch.optim.Adam(head.parameters(), lr=1e-2)
-    for _ in range(steps):
-        optimizer.zero_grad()
-        nn.functional.cross_entropy(head(pooled), data.labels).backward()
-        optimizer.step()
+    with deterministic():
+        for _ in range(steps):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(head(pooled), data.labels).backward()
+            optimizer.step()
     return {k: v.detach().clone() for k, v in head.state_dict().items()}
 
 
