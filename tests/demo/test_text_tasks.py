@@ -130,3 +130,24 @@ def test_evaluation_names_state_the_training_size_of_their_task():
     assert set(_text.EVAL_NAMES.values()) == set(_text.SIZES)
     for name, task in _text.EVAL_NAMES.items():
         assert int(name.rsplit("-", 1)[1]) == len(PACKAGES) * _text.SIZES[task]
+
+
+def test_the_same_sentences_in_every_process_whatever_the_hash_seed():
+    import hashlib
+    import json
+    import os
+    import subprocess
+    from pathlib import Path
+
+    import frostline
+
+    code = ("import hashlib, json; from frostline.demo._text import split; "
+            "print(hashlib.sha256(json.dumps(split(30)).encode()).hexdigest())")
+    here = hashlib.sha256(json.dumps(split(30)).encode()).hexdigest()
+    src = str(Path(frostline.__file__).parent.parent)
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed,
+               "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              env=env, check=True, timeout=120)
+        assert done.stdout.strip() == here

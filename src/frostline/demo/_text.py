@@ -130,7 +130,7 @@ def require() -> tuple[Any, str]:
 
 def _docstrings(package: str) -> list[str]:
     """Docstrings of the package's public modules and of what each defines (classes,
-    functions, methods), in a fixed order."""
+    functions, methods), in a fixed order, whatever else was imported before."""
     root = importlib.import_module(package)
     names = [package] + sorted(f"{package}.{m.name}" for m in
                                pkgutil.iter_modules(getattr(root, "__path__", []))
@@ -150,8 +150,10 @@ def _docstrings(package: str) -> list[str]:
                 continue
             docs.append(obj.__doc__ or "")
             if inspect.isclass(obj):
+                # Only methods written there: other libraries attach their own to stdlib
+                # classes (transformers adds ``logging.Logger.warning_advice``).
                 docs += [m.__doc__ or "" for _, m in sorted(vars(obj).items())
-                         if inspect.isfunction(m)]
+                         if inspect.isfunction(m) and m.__module__ == name]
     return docs
 
 
