@@ -93,12 +93,66 @@ def calibrate(tasks: list[dict]) -> dict[str, dict]:
     return evidence
 
 
+def held_out(tasks: list[dict]) -> None:
+    """Leave one task out: calibrate on the others, score the rule on the one left out."""
+    print("| task left out | cell | rule calibrated without it | its share | literature's share |")
+    print("| --- | --- | --- | ---: | ---: |")
+    calibrated_shares, literature_shares = [], []
+    for i, task in enumerate(tasks):
+        evidence = calibrate(tasks[:i] + tasks[i + 1:]).get(cell_of(task))
+        literature = literature_share(task)
+        form = evidence["form"] if evidence else "literature"
+        share = literature if form == "literature" else shares(task)[form]
+        calibrated_shares.append(share)
+        literature_shares.append(literature)
+        print(f"| {task['task']} | {cell_of(task)} | {form} | {100 * share:.1f}% | "
+              f"{100 * literature:.1f}% |")
+    for name, values in (("calibrated", calibrated_shares), ("literature", literature_shares)):
+        print(f"{name}: worst {100 * min(values):.1f}%, mean "
+              f"{100 * sum(values) / len(values):.1f}% of the best on the task left out")
+
+
+def suite_table(tasks: list[dict]) -> None:
+    """Every task: the full sweep's best, the rules' and fl.choose's picks, and the cost."""
+    print("| task | n | shift | budget | full sweep best | literature's rule | calibrated rule "
+          "| fl.choose | choose / full: wall | epochs |")
+    print("| --- | ---: | --- | --- | --- | --- | --- | --- | ---: | ---: |")
+    for t in tasks:
+        rows = {k: v for k, v in t["full_sweep"].items() if math.isfinite(v)}
+        label, best = max(rows.items(), key=lambda item: item[1])
+        budget = f"{t['epochs']} ep" + (f", {t['min_steps']} steps" if t["min_steps"] else "")
+        from frostline.torch._sweep import Setting
+
+        picks = []
+        for calibrated in (False, True):
+            rec = recommend_for_groups(t["n_groups"], t["n_train"], t["shift"],
+                                       new_head=t["new_head"], calibrated=calibrated)
+            pick = Setting.from_recommendation(rec).label
+            picks.append(f"{pick} {100 * rows[pick] / best:.1f}%" if pick in rows else
+                         f"{pick} (not measured)")
+        print(f"| {t['task']} | {t['n_train']} | {t['shift']} | {budget} | {label} "
+              f"{100 * best:.1f}% | {picks[0]} | {picks[1]} | {t['choose_pick']} "
+              f"{100 * t['choose_accuracy'] / best:.1f}% | {t['choose_seconds']:.1f} s / "
+              f"{t['full_seconds']:.1f} s = {t['choose_seconds'] / t['full_seconds']:.2f} | "
+              f"{t['choose_epochs']} / {t['full_epochs']} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=HERE / "results")
     parser.add_argument("--check", action="store_true",
                         help="only compare with the evidence file frostline ships")
+    parser.add_argument("--suite", action="store_true",
+                        help="only print every task's picks and costs")
+    parser.add_argument("--held-out", action="store_true",
+                        help="only score the calibration on each task left out of it")
     args = parser.parse_args()
+    if args.suite:
+        suite_table(load_tasks(args.results))
+        return
+    if args.held_out:
+        held_out(load_tasks(args.results))
+        return
     evidence = calibrate(load_tasks(args.results))
     print("| cell | tasks | rule form | worst / mean share | literature rule: worst / mean |")
     print("| --- | --- | --- | ---: | ---: |")

@@ -84,24 +84,25 @@ def test_input_shift_with_a_large_dataset_thaws_everything():
 
 
 def test_output_shift_keeps_to_the_top_half():
-    rec = recommend_for_groups(3, 400, "output")
+    rec = recommend_for_groups(3, 400, "output", calibrated=False)
     assert rec.trainable_groups == (1, 2)
-    assert recommend_for_groups(3, 5_000, "output").trainable_groups == (1, 2)
-    assert recommend_for_groups(3, 50_000, "output").trainable_groups == (0, 1, 2)
+    assert recommend_for_groups(3, 5_000, "output", calibrated=False).trainable_groups == (1, 2)
+    assert recommend_for_groups(3, 50_000, "output",
+                                calibrated=False).trainable_groups == (0, 1, 2)
 
 
 def test_output_shift_caps_a_small_dataset_at_the_top_half():
     """The cap acts where the size rule asks for more than ceil(G / 2) groups: 2 groups."""
-    rec = recommend_for_groups(2, 400, "output")
+    rec = recommend_for_groups(2, 400, "output", calibrated=False)
     assert rec.trainable_groups == (1,) and rec.strategy == "linear-probe"
     assert "at most the top half (1 groups) trains" in rec.reasons[1]
-    assert recommend_for_groups(2, 400).trainable_groups == (0, 1)
+    assert recommend_for_groups(2, 400, calibrated=False).trainable_groups == (0, 1)
 
 
 @pytest.mark.parametrize("n_train", [0, 299, 300, 999, 1_000, 9_999])
-def test_output_shift_never_trains_more_than_the_top_half_below_a_large_dataset(n_train):
+def test_the_literature_output_rule_never_trains_more_than_the_top_half_below_large(n_train):
     for n_groups in range(1, 41):
-        rec = recommend_for_groups(n_groups, n_train, "output")
+        rec = recommend_for_groups(n_groups, n_train, "output", calibrated=False)
         assert len(rec.trainable_groups) <= max(1, -(-n_groups // 2)), n_groups
 
 
