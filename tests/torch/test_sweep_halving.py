@@ -111,3 +111,38 @@ def test_screening_must_count_examples():
     x, y = torch.randn(8, 4), torch.randint(0, 2, (8,))
     with pytest.raises(PlanError, match="screening"):
         fl.sweep(_dropout_net, (x, y), (x, y), epochs=1, halving=2, screening=0)
+
+
+def test_halving_holds_one_candidates_model_in_memory_at_a_time():
+    import gc
+    import weakref
+
+    made: list[weakref.ref] = []
+
+    def make() -> nn.Sequential:
+        model = _dropout_net()
+        made.append(weakref.ref(model))
+        return model
+
+    alive: list[int] = []
+
+    def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+        gc.collect()
+        alive.append(sum(ref() is not None for ref in made))
+        return float((logits.argmax(-1) == labels).float().mean())
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 4, generator=g)
+    y = (x[:, 0] > 0).long()
+    settings = [Setting.lock(k) for k in (1, 2, 3, 4)] + [Setting.lp_ft(4), Setting.surgical(1)]
+    with deterministic():
+        halved = fl.sweep(make, (x, y), (x, y), settings, epochs=4, batch_size=16, lr=3e-2,
+                          halving=2, metric=accuracy)
+        full = fl.sweep(_dropout_net, (x, y), (x, y), settings, epochs=4, batch_size=16,
+                        lr=3e-2)
+    # The sweep's reference model and the candidate being measured; the others wait on disk.
+    assert len(alive) == 6 + 3 + 2 and max(alive) <= 2
+    for row in halved.rows:
+        if row.pruned_after is None:  # suspended and resumed, yet exactly the full run
+            assert row.val_accuracy == full.row(row.setting).val_accuracy
+            assert row.steps == full.row(row.setting).steps

@@ -3,9 +3,10 @@
 With ``eta`` = 2 and 8 epochs, candidates train 1 epoch, the better half continues to 2, the
 better half of those to 4, the rest to 8 (as many rungs as the candidates and epochs allow).
 LP-FT runs its whole probe first and is then judged at the same share of its fine-tuning.
-Candidates resume where they stopped (their own model, optimizer, batch order and random state),
-so a candidate that reaches the last rung ends exactly where an uninterrupted run ends: the
-survivors' rows equal the full sweep's rows, only pruning can lose a setting.
+Candidates resume where they stopped (their own model, optimizer, batch order and random state,
+kept in a temporary file between rungs), so a candidate that reaches the last rung ends exactly
+where an uninterrupted run ends: the survivors' rows equal the full sweep's rows, only pruning
+can lose a setting.
 """
 
 from __future__ import annotations
@@ -84,6 +85,12 @@ def halve(make_run: Callable[[int], Run], n: int, epochs: int, eta: int, labels:
                 # the last rung measures on all of it.
                 last = rung == len(fractions) - 1
                 local[i] = (run.evaluate(screening=not last), run.epoch)
+                # One candidate's model in memory at a time: the others wait on disk, and a
+                # finalist, once measured, keeps only its measurements.
+                if last:
+                    run.release()
+                else:
+                    run.suspend()
         scores = gather(local)
         for i in alive:
             outcomes[i] = Outcome(scores[i][0])

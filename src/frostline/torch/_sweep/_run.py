@@ -57,7 +57,9 @@ def sweep(make_model: Callable[[], nn.Module], train: Any, val: Any,
         min_steps: raise the epochs so that every setting takes at least this many optimizer
             steps (a fair budget on small data sets).
         halving: successive halving with this ``eta`` (2: the better half goes on); the result
-            lists the pruned settings. None trains every setting to the end.
+            lists the pruned settings. Between rungs the waiting candidates keep their weights
+            and optimizer state in temporary files, so one candidate's model is in memory at a
+            time. None trains every setting to the end.
         keep: settings successive halving never prunes.
         screening: between the rungs of successive halving, settings are ranked on a fixed
             subset of this many validation examples (the last rung measures on all of them).

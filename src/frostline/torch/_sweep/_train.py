@@ -3,10 +3,15 @@
 A :class:`Run` owns its model, optimizer, batch order and random-number state, so runs can be
 advanced in any interleaving (successive halving trains a rung of every setting, then continues
 the better half) and still produce, epoch for epoch, what one uninterrupted run produces.
+
+A run builds its model when it first trains, and a paused run can :meth:`Run.suspend`: its
+weights, buffers and optimizer state go to a temporary file until it trains again, so
+successive halving holds one candidate's model in memory at a time, not all of them.
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -106,12 +111,9 @@ class Run:
     def __init__(self, ctx: Context, setting: Setting, lr: LearningRates) -> None:
         self.ctx, self.setting, self.lr = ctx, setting, lr
         self.seconds = self.cpu_seconds = 0.0
-        with self._clock(), torch.random.fork_rng(devices=self._devices()):
-            torch.manual_seed(ctx.seed)
-            self.model = ctx.make_model()
-            if ctx.device is not None:
-                self.model.to(ctx.device)
-            self.rng = self._rng_state()
+        self.model: nn.Module | None = None  # built when the run first trains
+        self.rng: tuple[torch.Tensor, list[torch.Tensor]] | None = None
+        self._suspended: Any = None  # the temporary file of a suspended run
         self.schedule = [plan for plan, count in setting.phases(ctx.epochs) for _ in range(count)]
         self.epoch = 0
         self.steps = 0
@@ -144,6 +146,7 @@ class Run:
         return torch.get_rng_state(), [torch.cuda.get_rng_state(d) for d in self._devices()]
 
     def _set_rng_state(self) -> None:
+        assert self.rng is not None
         cpu, cuda = self.rng
         torch.set_rng_state(cpu)
         for device, state in zip(self._devices(), cuda):
@@ -162,8 +165,51 @@ class Run:
 
         return Clock()
 
+    def _build(self) -> None:
+        """The model from ``make_model`` under the run's seed (and its state, if suspended)."""
+        ctx = self.ctx
+        with torch.random.fork_rng(devices=self._devices()):
+            torch.manual_seed(ctx.seed)
+            self.model = ctx.make_model()
+            if ctx.device is not None:
+                self.model.to(ctx.device)
+            if self.rng is None:
+                self.rng = self._rng_state()
+        if self._suspended is None:
+            return
+        self._suspended.seek(0)
+        state = torch.load(self._suspended, map_location=ctx.device, weights_only=True)
+        self._suspended.close()
+        self._suspended = None
+        self.model.load_state_dict(state["model"])
+        plan, self._plan = self._plan, None
+        if plan is not None:
+            self._enter(plan)
+            self._optimizer.load_state_dict(state["optimizer"])
+            self._first_step = False
+
+    def suspend(self) -> None:
+        """Move the model's weights and buffers and the optimizer's state to a temporary file
+        and drop them from memory; the next :meth:`advance` restores them exactly."""
+        if self.model is None or self.done:
+            return
+        with self._clock():
+            file = tempfile.TemporaryFile()
+            torch.save({"model": self.model.state_dict(),
+                        "optimizer": self._optimizer.state_dict() if self._optimizer else {}},
+                       file)
+            if self._runner is not None:
+                self._runner.remove()
+                self._runner = None
+            self.model = None
+            self._optimizer = None
+            self._suspended = file
+
     def advance(self, epochs: int) -> None:
         """Train up to ``epochs`` more epochs (fewer when the budget ends or the loss diverges)."""
+        with self._clock():
+            if self.model is None and not self.done:
+                self._build()
         with self._clock(), torch.random.fork_rng(devices=self._devices()):
             self._set_rng_state()
             for _ in range(epochs):
@@ -278,7 +324,10 @@ class Run:
         """Drop the model and optimizer (the measurements stay)."""
         if self._runner is not None:
             self._runner.remove()
-        self.model = None  # type: ignore[assignment]
+        if self._suspended is not None:
+            self._suspended.close()
+            self._suspended = None
+        self.model = None
         self._optimizer = None
         self._runner = None
 
