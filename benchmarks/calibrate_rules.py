@@ -20,7 +20,8 @@ import math
 from pathlib import Path
 
 from frostline.core.evidence import FORMS
-from frostline.core.recommend import Thresholds, recommend_for_groups
+from frostline.core.recommend import Thresholds, from_form, recommend_for_groups
+from frostline.torch._sweep import Setting
 
 HERE = Path(__file__).parent
 EVIDENCE = HERE.parent / "src" / "frostline" / "data" / "rule_evidence.json"
@@ -28,10 +29,7 @@ EVIDENCE = HERE.parent / "src" / "frostline" / "data" / "rule_evidence.json"
 
 def form_label(form: str, n_groups: int, new_head: bool) -> str:
     """The label of the sweep's setting that trains what ``form`` says."""
-    if form.startswith("first "):
-        return form + (" + head" if new_head else "")
-    return {"head": "1", "last 2": "2", "top half": str(math.ceil(n_groups / 2)),
-            "all": str(n_groups), "lp-ft all": f"LP-FT {n_groups}"}[form]
+    return Setting.from_recommendation(from_form(form, n_groups, new_head)).label
 
 
 def load_tasks(folder: Path) -> list[dict]:
@@ -59,8 +57,6 @@ def literature_share(task: dict) -> float:
     rows = task["full_sweep"]
     rec = recommend_for_groups(task["n_groups"], task["n_train"], task["shift"],
                                new_head=task["new_head"], calibrated=False)
-    from frostline.torch._sweep import Setting
-
     label = Setting.from_recommendation(rec).label
     return rows[label] / max(v for v in rows.values() if math.isfinite(v))
 
@@ -121,8 +117,6 @@ def suite_table(tasks: list[dict]) -> None:
         rows = {k: v for k, v in t["full_sweep"].items() if math.isfinite(v)}
         label, best = max(rows.items(), key=lambda item: item[1])
         budget = f"{t['epochs']} ep" + (f", {t['min_steps']} steps" if t["min_steps"] else "")
-        from frostline.torch._sweep import Setting
-
         picks = []
         for calibrated in (False, True):
             rec = recommend_for_groups(t["n_groups"], t["n_train"], t["shift"],

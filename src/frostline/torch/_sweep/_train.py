@@ -198,11 +198,7 @@ class Run:
             torch.save({"model": self.model.state_dict(),
                         "optimizer": self._optimizer.state_dict() if self._optimizer else {}},
                        file)
-            if self._runner is not None:
-                self._runner.remove()
-                self._runner = None
-            self.model = None
-            self._optimizer = None
+            self._drop()
             self._suspended = file
 
     def advance(self, epochs: int) -> None:
@@ -322,11 +318,15 @@ class Run:
 
     def release(self) -> None:
         """Drop the model and optimizer (the measurements stay)."""
-        if self._runner is not None:
-            self._runner.remove()
         if self._suspended is not None:
             self._suspended.close()
             self._suspended = None
+        self._drop()
+
+    def _drop(self) -> None:
+        """Unhook the feature cache and let go of the model and optimizer."""
+        if self._runner is not None:
+            self._runner.remove()
         self.model = None
         self._optimizer = None
         self._runner = None
