@@ -128,7 +128,7 @@ def suite_table(tasks: list[dict]) -> None:
               f"{100 * best:.1f}% | {picks[0]} | {picks[1]} | {t['choose_pick']} "
               f"{100 * t['choose_accuracy'] / best:.1f}% | {t['choose_seconds']:.1f} s / "
               f"{t['full_seconds']:.1f} s = {t['choose_seconds'] / t['full_seconds']:.2f} | "
-              f"{t['choose_epochs']} / {t['full_epochs']} |")
+              f"{t['choose_epochs']:.3g} / {t['full_epochs']:g} |")
 
 
 def main() -> None:

@@ -25,8 +25,9 @@ def _make() -> nn.Module:
 def test_choose_recommends_the_best_measured_setting_with_reasons_citing_its_numbers():
     train, val = _new_digits()
     with deterministic():
-        choice = fl.choose(_make, train, val, shift="output", epochs=4, min_steps=0)
-        full = fl.sweep(_make, train, val, candidates(5, Setting.lock(1), True), epochs=4)
+        choice = fl.choose(_make, train, val, shift="output", epochs=4)
+        full = fl.sweep(_make, train, val, candidates(5, Setting.lock(1), True), epochs=4,
+                        min_steps=100)
     rec, best = choice.recommendation, choice.result.best
     assert isinstance(rec, fl.Recommendation)
     assert rec.plan == best.setting.plan
@@ -35,10 +36,20 @@ def test_choose_recommends_the_best_measured_setting_with_reasons_citing_its_num
     text = "\n".join(rec.reasons)
     assert f"{100 * best.val_accuracy:.1f}%" in text
     assert f"{len(choice.result.pruned)} of {len(choice.result.rows)} settings" in text
+    assert "rankings that early are noisy" not in text  # 100 steps: 7 batches at the first rung
     # Halving keeps the full sweep's best within one point on the demo task, at less cost.
     assert best.val_accuracy >= full.best.val_accuracy - 0.01
     assert sum(r.epochs for r in choice.result.rows) < sum(r.epochs for r in full.rows)
     assert choice.seconds >= choice.result.seconds
+
+
+def test_a_first_rung_of_a_few_batches_is_named_in_the_reasons():
+    train, val = _new_digits(64)
+    with deterministic():
+        choice = fl.choose(_make, train, val, shift="output", epochs=2, min_steps=0)
+    assert choice.result.pruned
+    assert "the first rung trained only 1 batch of 4: rankings that early are noisy" in \
+        "\n".join(choice.recommendation.reasons)
 
 
 def test_trainable_groups_follow_the_chosen_plan():

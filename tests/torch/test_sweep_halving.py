@@ -31,7 +31,7 @@ def test_survivors_equal_the_full_sweep_and_the_pruned_are_listed_by_rung():
                         lr=3e-2)
         halved = fl.sweep(_dropout_net, (x, y), (x, y), settings, epochs=4, batch_size=16,
                           lr=3e-2, halving=2)
-    # 6 candidates, 4 epochs: rungs at 1/4, 1/2 and all of each budget; 3 then 1 pruned.
+    # 6 candidates, eta 2: rungs at 1/4, 1/2 and all of each budget; 3 then 1 pruned.
     assert [p.rung for p in halved.pruned] == [0, 0, 0, 1]
     pruned = {p.label for p in halved.pruned}
     assert {r.label for r in halved.rows if r.pruned_after is not None} == pruned
@@ -46,6 +46,71 @@ def test_survivors_equal_the_full_sweep_and_the_pruned_are_listed_by_rung():
         assert row.val_accuracy == full.row(row.setting).val_accuracy
         assert row.steps == full.row(row.setting).steps
     assert sum(r.epochs for r in halved.rows) <= 0.6 * sum(r.epochs for r in full.rows)
+
+
+def test_rungs_inside_an_epoch_resume_exactly_where_they_stopped():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 4, generator=g)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
+    settings = [Setting.lock(k) for k in (1, 2, 3, 4)] + [Setting.lp_ft(4), Setting.surgical(1),
+                                                          Setting.surgical(2)]
+    with deterministic():
+        full = fl.sweep(_dropout_net, (x, y), (x, y), settings, epochs=4, batch_size=16,
+                        lr=3e-2)
+        halved = fl.sweep(_dropout_net, (x, y), (x, y), settings, epochs=4, batch_size=16,
+                          lr=3e-2, halving=2, first_rung=1 / 8)
+    # 4 batches an epoch, 16 in the budget: of 7 settings, 4 go on after 2 batches, 2 after
+    # 4 and 1 after 8.
+    assert sorted({p.after_epochs for p in halved.pruned if p.label != "LP-FT 4"}) == \
+        [0.5, 1.0, 2.0]
+    assert [p.rung for p in halved.pruned] == [0] * 3 + [1] * 2 + [2]
+    (survivor,) = [r for r in halved.rows if r.pruned_after is None]
+    # Stopped and suspended inside its first epoch, resumed there: exactly the full run.
+    assert survivor.val_accuracy == full.row(survivor.setting).val_accuracy
+    assert survivor.steps == full.row(survivor.setting).steps == 16 + \
+        (8 if survivor.setting.is_lp_ft else 0)
+    assert survivor.epochs == full.row(survivor.setting).epochs
+
+
+class _Stream(torch.utils.data.IterableDataset):
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x, y
+
+    def __iter__(self):
+        return iter(zip(self.x, self.y))
+
+
+@pytest.mark.parametrize("kind", ["loader", "iterable"])
+def test_rungs_inside_an_epoch_of_a_loader_resume_exactly(kind):
+    # A DataLoader draws a seed from the global generator when it starts: reading the rest of
+    # an epoch after a rung must not draw again, or Dropout's masks after it all change.
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 4, generator=g)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
+    data = torch.utils.data.TensorDataset(x, y)
+    train = torch.utils.data.DataLoader(data, batch_size=16, shuffle=True) if kind == "loader" \
+        else torch.utils.data.DataLoader(_Stream(x, y), batch_size=16)
+    # Settings that train a Dropout layer, so every step draws random numbers.
+    settings = [Setting.lock(3), Setting.lock(4), Setting.surgical(1), Setting.surgical(2)]
+    # Validation loss, not accuracy (which saturates here): equal only for equal weights.
+    def loss(logits: torch.Tensor, labels: torch.Tensor) -> float:
+        return -float(nn.functional.cross_entropy(logits, labels))
+
+    with deterministic():
+        full = fl.sweep(_dropout_net, train, (x, y), settings, epochs=4, lr=3e-2, metric=loss)
+        halved = fl.sweep(_dropout_net, train, (x, y), settings, epochs=4, lr=3e-2,
+                          halving=2, first_rung=3 / 16, metric=loss)
+    assert any(p.after_epochs % 1 for p in halved.pruned)  # stopped inside an epoch
+    (survivor,) = [r for r in halved.rows if r.pruned_after is None]
+    assert survivor.val_accuracy == full.row(survivor.setting).val_accuracy
+    assert survivor.steps == full.row(survivor.setting).steps == 16
+
+
+def test_first_rung_is_a_share_of_the_budget():
+    x, y = torch.randn(8, 4), torch.randint(0, 2, (8,))
+    for bad in (0, 1.5, -0.1):
+        with pytest.raises(PlanError, match="first_rung"):
+            fl.sweep(_dropout_net, (x, y), (x, y), epochs=1, halving=2, first_rung=bad)
 
 
 def test_halving_finds_the_full_sweeps_best_on_the_demo_task():

@@ -21,8 +21,9 @@ def add_choose(commands: Any) -> None:
         "choose", help="choose which groups train by measuring them on your data",
         description="Start from the rules of thumb (dataset size, kind of shift), then measure "
         "every frost line, LP-FT and surgical fine-tuning of the first groups on your data: the "
-        "frozen groups' features are cached and successive halving stops the weaker half "
-        "early; the finalists train the whole budget. Prints the measured recommendation, its "
+        "frozen groups' features are cached and successive halving keeps the best quarter of "
+        "the settings after a sixteenth of their budget, then the best of those after a "
+        "quarter of it; the finalist trains the whole budget. Prints the measured recommendation, its "
         "reasons and every setting's numbers.")
     parser.add_argument("model", metavar="MODEL", help=f"the model: {SPEC_HELP}")
     add_model_arg_option(parser)
@@ -52,6 +53,7 @@ def add_choose(commands: Any) -> None:
 def run_choose(args: argparse.Namespace) -> int:
     from ..demo._run import deterministic
     from ..torch._sweep import choose
+    from ..torch._sweep._choose import ETA
     from ._models import parse_model_args
     from ._own import own_task
 
@@ -62,7 +64,7 @@ def run_choose(args: argparse.Namespace) -> int:
         choice = choose(make, task.train, task.val, shift=args.shift,
                         new_head=not args.same_head, epochs=args.epochs, seed=args.seed,
                         batch_size=args.batch_size, lr=args.lr, body_lr=args.body_lr,
-                        min_steps=args.min_steps, halving=None if args.no_halving else 2,
+                        min_steps=args.min_steps, halving=None if args.no_halving else ETA,
                         progress=True)
     seconds = time.perf_counter() - start
     rec = choice.recommendation
@@ -99,10 +101,10 @@ def choice_table(choice: Any) -> Table:
                                                   -(r.val_accuracy if r.finished else -1))):
         marks = [m for m, on in (("chosen", row.setting == chosen),
                                  ("rules' pick", row.setting == prior),
-                                 (f"stopped after {row.pruned_after} epochs",
+                                 (f"stopped after {row.pruned_after or 0:g} epochs",
                                   row.pruned_after is not None),
                                  ("diverged", row.diverged)) if on]
         table.add_row(row.label, str(row.unlocked_groups), f"{100 * row.val_accuracy:.2f}%",
-                      str(row.epochs), str(row.lr), str(row.cached_groups or "-"),
+                      f"{row.epochs:g}", str(row.lr), str(row.cached_groups or "-"),
                       ", ".join(marks))
     return table

@@ -277,9 +277,9 @@ def _compared(outcome: Any) -> list[str]:
         f"rules of thumb: {rules.label!r} {100 * rules.val_accuracy:.2f}% "
         f"({share(rules.val_accuracy)})",
         f"fl.choose (measured, successive halving): {chosen.label!r} "
-        f"{100 * chosen.val_accuracy:.2f}% ({share(chosen.val_accuracy)}), {chose_epochs} "
+        f"{100 * chosen.val_accuracy:.2f}% ({share(chosen.val_accuracy)}), {chose_epochs:.1f} "
         f"training epochs in {choice.seconds:.2f} s",
-        f"full sweep: {best.label!r} {100 * best.val_accuracy:.2f}%, {full_epochs} training "
+        f"full sweep: {best.label!r} {100 * best.val_accuracy:.2f}%, {full_epochs:g} training "
         f"epochs in {result.seconds:.2f} s"
         + (f" cached ({result.baseline.seconds:.2f} s uncached)" if result.baseline else ""),
     ]

@@ -19,7 +19,8 @@ from torch import nn
 
 from ..core.recommend import Recommendation, recommend
 from ..torch._sweep import Choice, Setting, SweepResult, SweepRow, choose, default_settings, sweep
-from ..torch._sweep._halving import rung_fractions
+from ..torch._sweep._choose import ETA, FIRST_RUNG
+from ..torch._sweep._halving import halving_share
 from ..torch._sweep._settings import with_setting
 from ._data import Task, tasks
 from ._model import pretrained_digit_net, reset_head
@@ -151,8 +152,6 @@ def steps(jobs: Sequence[Job], epochs: int, compare_uncached: bool = True,
         total += sum(e for s in settings for _, e in s.phases(epochs)) * (
             2 if compare_uncached else 1)
         if measure:
-            alive, done = len(settings), 0.0
-            for fraction in rung_fractions(len(settings), epochs, 2):
-                total += round(alive * (fraction - done) * epochs)
-                alive, done = -(-alive // 2), fraction
+            total += round(halving_share(len(settings), ETA, FIRST_RUNG) * len(settings)
+                           * epochs)
     return total

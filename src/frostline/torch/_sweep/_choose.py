@@ -3,9 +3,10 @@
 The rules of thumb (``fl.recommend``) give a prior from the data set's size and the kind of
 shift. ``choose`` then measures: every frost line (the last k groups, for every k), LP-FT,
 surgical fine-tuning of the first groups, and the prior, on the user's data. It screens them
-cheaply (the frozen prefix's features are cached, successive halving stops the weaker half
-after a slice of the budget, ranked on a fixed subset of the validation set) and trains the
-finalists to the end; the prior competes like any other setting. The recommendation is the best
+cheaply (the frozen prefix's features are cached; successive halving trains every setting a
+sixteenth of its budget, keeps the best quarter, trains those to a quarter of it and keeps the
+best of them, ranking on a fixed subset of the validation set) and trains the finalist to the
+end; the prior competes like any other setting. The recommendation is the best
 finalist, with reasons that cite what was measured (where the prior stood included).
 """
 
@@ -33,11 +34,14 @@ from ...core.recommend import (
     recommend_for_groups,
 )
 from ...core.resolve import resolve
-from ._data import source
+from ._data import Source, epochs_for, source
 from ._result import SweepResult, SweepRow
 from ._run import sweep
 from ._settings import Setting, with_setting
 from ._train import resolve_plan
+
+ETA = 4  # successive halving keeps the best quarter of the settings at every rung
+FIRST_RUNG = 1 / 16  # ... the first after a sixteenth of their budget
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,8 @@ def choose(make_model: Callable[[], nn.Module], train: Any, val: Any, *, shift: 
            new_head: bool = True, epochs: int = 8, seed: int = 0, batch_size: int = 32,
            lr: float = 3e-3, body_lr: float | None = None,
            lr_grid: list[tuple[float, float]] | None = None, min_steps: int = 100,
-           halving: int | None = 2, screening: int = 512, cache: bool = True,
+           halving: int | None = ETA, first_rung: float | None = FIRST_RUNG,
+           screening: int = 512, cache: bool = True,
            device: str | torch.device | None = None,
            amp: bool = False, loss: Callable | None = None, metric: Callable | None = None,
            deterministic: bool | None = None, progress: bool | Callable[[str], None] = False,
@@ -102,7 +107,11 @@ def choose(make_model: Callable[[], nn.Module], train: Any, val: Any, *, shift: 
             progress: as for ``fl.sweep``.
         min_steps: every setting takes at least this many optimizer steps (epochs are raised
             on small data sets), so that a linear probe is not judged on 10 steps.
-        halving: successive halving's ``eta`` (None: train every setting to the end).
+        halving: successive halving's ``eta``: the best ``1/eta`` of the settings go on at
+            every rung (None: train every setting to the end).
+        first_rung: the share of its budget every setting trains before the first pruning
+            (rungs then grow by ``eta``; see ``fl.sweep``). With ``min_steps`` at 100 that is
+            at least 7 optimizer steps.
         screening: between rungs, settings are ranked on a fixed subset of this many
             validation examples (the finalists are measured on all of them).
         grouping: how to build the groups (:class:`~frostline.Grouping`); the recommended
@@ -135,7 +144,7 @@ def choose(make_model: Callable[[], nn.Module], train: Any, val: Any, *, shift: 
     result = sweep(make_model, train_src, val_src, settings, epochs=epochs,
                    batch_size=batch_size, lr=lr, body_lr=body_lr, lr_grid=lr_grid,
                    min_steps=min_steps, halving=halving if len(settings) > 1 else None,
-                   screening=screening,
+                   first_rung=first_rung, screening=screening,
                    seed=seed, cache=cache, device=device, amp=amp, loss=loss, metric=metric,
                    deterministic=deterministic, progress=progress, grouping=grouping)
     best = result.best
@@ -146,7 +155,9 @@ def choose(make_model: Callable[[], nn.Module], train: Any, val: Any, *, shift: 
         plan=plan, unlocked_groups=len(trainable), trainable_groups=trainable,
         n_groups=n, strategy=_strategy(best.setting, trainable, n),
         reasons=tuple(_reasons(result, best, prior, prior_setting, train_src.n, val_src.n,
-                               min(screening, val_src.n))),
+                               min(screening, val_src.n))
+                      + _few_steps(result, train_src, epochs, min_steps, seed, batch_size,
+                                   first_rung)),
         schedule=_schedule(best),
     )
     return Choice(measured, prior, result, time.perf_counter() - start)
@@ -182,11 +193,11 @@ def _schedule(best: SweepRow) -> tuple[Phase, ...]:
 def _fine_tune_epochs(best: SweepRow) -> int:
     """The fine-tuning phase's epochs of a finished row (LP-FT rows add their probe)."""
     if not best.setting.is_lp_ft:
-        return best.epochs
-    for epochs in range(1, best.epochs + 1):
+        return int(best.epochs)
+    for epochs in range(1, int(best.epochs) + 1):
         if sum(count for _, count in best.setting.phases(epochs)) == best.epochs:
             return epochs
-    return best.epochs
+    return int(best.epochs)
 
 
 def _reasons(result: SweepResult, best: SweepRow, prior: Recommendation, prior_setting: Setting,
@@ -212,12 +223,12 @@ def _reasons(result: SweepResult, best: SweepRow, prior: Recommendation, prior_s
                        "loss diverged")
     else:
         reasons.append(f"the rules of thumb said {prior.strategy} ({prior_setting.label!r}): "
-                       f"stopped after {prior_row.pruned_after} epochs at "
+                       f"stopped after {prior_row.pruned_after:g} epochs at "
                        f"{_pct(prior_row.val_accuracy)}")
     if result.pruned:
         rungs = sorted({p.after_epochs for p in result.pruned})
         reasons.append(f"successive halving stopped {len(result.pruned)} of {len(result.rows)} "
-                       f"settings early (after {', '.join(map(str, rungs))} epochs"
+                       f"settings early (after {', '.join(f'{r:g}' for r in rungs)} epochs"
                        + (f", ranked on {screened:,} of the {n_val:,} validation examples)"
                           if screened < n_val else ")"))
     diverged = [r.label for r in result.rows if r.diverged]
@@ -228,6 +239,24 @@ def _reasons(result: SweepResult, best: SweepRow, prior: Recommendation, prior_s
         reasons.append(f"{cached} settings trained on cached features of their frozen groups "
                        f"(built once in {result.cache_seconds:.2f} s)")
     return reasons
+
+
+FEW_STEPS = 5  # a first rung of fewer batches ranks settings on little more than their start
+
+
+def _few_steps(result: SweepResult, train: Source, epochs: int, min_steps: int, seed: int,
+               batch_size: int, first_rung: float | None) -> list[str]:
+    """A warning when successive halving's first rung trained only a handful of batches."""
+    if not result.pruned or first_rung is None:
+        return []
+    budget = len(train.epoch(0, seed, batch_size)) * epochs_for(train, epochs, min_steps, seed,
+                                                                 batch_size)
+    first = max(1, math.ceil(first_rung * budget))
+    if first >= FEW_STEPS:
+        return []
+    return [f"the first rung trained only {first} batch{'es' if first > 1 else ''} of "
+            f"{budget}: rankings that early are noisy; raise min_steps (or epochs, or "
+            "first_rung)"]
 
 
 def _pct(value: float) -> str:

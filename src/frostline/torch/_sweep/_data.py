@@ -18,6 +18,7 @@ Non-finite inputs are refused: training on them would only produce a diverged ro
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -124,6 +125,15 @@ class Source:
         """The examples of each batch of indices, in that order."""
         raise NotImplementedError
 
+    def load_part(self, batches: Sequence[torch.Tensor], start: int,
+                  stop: int) -> Iterator[Batch]:
+        """The examples of ``batches[start:stop]`` of an epoch's ``batches`` (a run resuming
+        inside an epoch reads the rest). Reading them draws from the global random generator
+        as reading the whole epoch at once would (a ``DataLoader`` draws a seed when it starts:
+        once per epoch), so a run stopped and resumed inside an epoch trains exactly as one
+        that was not."""
+        return self.load(batches[start:stop])
+
     def screening(self, size: int, batch_size: int = EVAL_BATCH) -> list[torch.Tensor]:
         """A fixed subset of at most ``size`` examples, in index order, to rank settings on
         between the rungs of successive halving (every example when the source is smaller)."""
@@ -209,10 +219,23 @@ class LoaderSource(Source):
         return super().screening(size, self.loader.batch_size or batch_size)
 
     def load(self, batches: Sequence[torch.Tensor]) -> Iterator[Batch]:
-        loader = torch.utils.data.DataLoader(
+        return self._read(self._start(batches))
+
+    def load_part(self, batches: Sequence[torch.Tensor], start: int,
+                  stop: int) -> Iterator[Batch]:
+        if not start:
+            return self.load(batches[:stop])
+        with torch.random.fork_rng(devices=[]):  # the epoch's loader drew its seed already
+            return self._read(self._start(batches[start:stop]))
+
+    def _start(self, batches: Sequence[torch.Tensor]) -> Iterator[Any]:
+        """A started loader over ``batches`` (starting draws a seed from the global generator)."""
+        return iter(torch.utils.data.DataLoader(
             self.loader.dataset, batch_sampler=[b.tolist() for b in batches],
             collate_fn=self.loader.collate_fn, num_workers=self.loader.num_workers,
-            pin_memory=self.loader.pin_memory)
+            pin_memory=self.loader.pin_memory))
+
+    def _read(self, loader: Iterator[Any]) -> Iterator[Batch]:
         for batch in loader:
             inputs, labels = split_batch(batch)
             check_finite(inputs, labels, self.where)
@@ -248,7 +271,24 @@ class IterableSource(Source):
         if [len(b) for b in batches] != self.sizes:
             raise SweepDataError(f"the {self.where} batches of an iterable are read in its own "
                                  "order and sizes only.")
-        for batch, index in zip(self.batches, batches):
+        return self._read(iter(self.batches), batches)
+
+    def load_part(self, batches: Sequence[torch.Tensor], start: int,
+                  stop: int) -> Iterator[Batch]:
+        if [len(b) for b in batches] != self.sizes:
+            raise SweepDataError(f"the {self.where} batches of an iterable are read in its own "
+                                 "order and sizes only.")
+        if not start:
+            return itertools.islice(self.load(batches), stop)
+        with torch.random.fork_rng(devices=[]):
+            # The epoch's pass drew its seed already, and its first batches were read then.
+            started = iter(self.batches)
+            for _ in range(start):
+                next(started, None)
+        return self._read(started, batches[start:stop])
+
+    def _read(self, started: Iterator[Any], batches: Sequence[torch.Tensor]) -> Iterator[Batch]:
+        for batch, index in zip(started, batches):
             inputs, labels = split_batch(batch)
             if batch_size_of(inputs) != len(index):
                 raise SweepDataError(f"the {self.where} iterable yielded other batches on a "

@@ -23,7 +23,8 @@ class SweepRow:
             given another ``metric``); NaN when the setting diverged. A setting that successive
             halving stopped reports it on the screening subset of the validation set (at most
             ``screening`` examples, the whole set when it is smaller).
-        epochs: training epochs run (both phases for LP-FT; fewer when pruned or diverged).
+        epochs: training epochs run (both phases for LP-FT; fewer when pruned or diverged, and
+            then possibly a fraction: successive halving may stop a setting inside an epoch).
         steps: optimizer steps run.
         lr: the learning rates of the reported run (the best of the grid).
         epoch_seconds: mean wall time of one training epoch.
@@ -45,7 +46,7 @@ class SweepRow:
     unlocked_groups: int | None
     trainable_params: int
     val_accuracy: float
-    epochs: int
+    epochs: float
     steps: int
     lr: LearningRates
     epoch_seconds: float
@@ -55,7 +56,7 @@ class SweepRow:
     cached_groups: int
     plan: str
     diverged: bool = False
-    pruned_after: int | None = None
+    pruned_after: float | None = None
     grid: tuple[tuple[LearningRates, float], ...] = ()
 
     @property
@@ -83,7 +84,7 @@ class Pruned:
     """A setting that successive halving stopped: when, and where it stood."""
 
     label: str
-    after_epochs: int
+    after_epochs: float
     val_accuracy: float
     rung: int
 

@@ -16,7 +16,7 @@ from ...core.groups import Grouping
 from ...core.resolve import resolve
 from ._cache import RECORD, FeatureCache, Layout
 from ._data import batch_size_of, epochs_for, objective, source, take, to_device
-from ._halving import Outcome, halve, run_all, rung_fractions
+from ._halving import Outcome, halve, halving_share, run_all
 from ._progress import progress_bar
 from ._result import SweepResult, SweepRow
 from ._scale import gather, mine
@@ -28,7 +28,8 @@ def sweep(make_model: Callable[[], nn.Module], train: Any, val: Any,
           settings: Sequence[Setting] | None = None, *, epochs: int = 5, batch_size: int = 32,
           lr: float = 3e-3, body_lr: float | None = None,
           lr_grid: Sequence[tuple[float, float]] | None = None, min_steps: int = 0,
-          halving: int | None = None, keep: Sequence[Setting] = (), screening: int = 512,
+          halving: int | None = None, first_rung: float | None = None,
+          keep: Sequence[Setting] = (), screening: int = 512,
           seed: int = 0, cache: bool = True,
           compare_uncached: bool = False, deterministic: bool | None = None,
           device: str | torch.device | None = None, amp: bool = False,
@@ -56,10 +57,14 @@ def sweep(make_model: Callable[[], nn.Module], train: Any, val: Any,
             each row reports its best pair (chosen on the validation metric).
         min_steps: raise the epochs so that every setting takes at least this many optimizer
             steps (a fair budget on small data sets).
-        halving: successive halving with this ``eta`` (2: the better half goes on); the result
+        halving: successive halving with this ``eta`` (2: the better half goes on at every
+            rung; rungs are shares of the budget, each ``eta`` times the last); the result
             lists the pruned settings. Between rungs the waiting candidates keep their weights
             and optimizer state in temporary files, so one candidate's model is in memory at a
             time. None trains every setting to the end.
+        first_rung: the share of its budget every setting trains before the first pruning
+            (it may end inside an epoch); None: as many rungs as the settings allow, from
+            ``eta ** -s`` with ``eta ** s`` at most the number of settings.
         keep: settings successive halving never prunes.
         screening: between the rungs of successive halving, settings are ranked on a fixed
             subset of this many validation examples (the last rung measures on all of them).
@@ -101,6 +106,8 @@ def sweep(make_model: Callable[[], nn.Module], train: Any, val: Any,
                         f"batch_size={batch_size}, min_steps={min_steps}.")
     if screening < 1:
         raise PlanError(f"screening takes a number of validation examples, got {screening!r}.")
+    if first_rung is not None and not 0 < first_rung <= 1:
+        raise PlanError(f"first_rung is a share of the budget in (0, 1], got {first_rung!r}.")
     if halving is not None and (halving < 2 or compare_uncached):
         raise PlanError("halving takes an eta of 2 or more and does not combine with "
                         f"compare_uncached (got halving={halving!r}).")
@@ -137,7 +144,7 @@ def sweep(make_model: Callable[[], nn.Module], train: Any, val: Any,
                               objective(loss, metric), budget, batch_size, seed, device, autocast,
                               screen=screening)
                 for mode in modes}
-    total = _epochs(settings, budget, len(grid) * len(modes), halving)
+    total = _epochs(settings, budget, len(grid) * len(modes), halving, first_rung)
     bar = progress_bar("sweep", total) if progress is True else \
         contextlib.nullcontext(progress or None)
     rows: dict[bool, list[SweepRow]] = {mode: [] for mode in modes}
@@ -148,9 +155,9 @@ def sweep(make_model: Callable[[], nn.Module], train: Any, val: Any,
         if halving:
             pairs = [(s, r) for s in settings for r in grid]
             measured, pruned = halve(lambda i: Run(contexts[cache], *pairs[i]), len(pairs),
-                                     budget, halving, [s.label for s, _ in pairs],
+                                     halving, [s.label for s, _ in pairs],
                                      frozenset(i for i, (s, _) in enumerate(pairs)
-                                               if s in keep))
+                                               if s in keep), first_rung)
             rows[cache] = [_row(s, [measured[i] for i in range(len(pairs)) if pairs[i][0] == s])
                            for s in settings]
         else:
@@ -184,16 +191,12 @@ def sweep(make_model: Callable[[], nn.Module], train: Any, val: Any,
 
 
 def _epochs(settings: Sequence[Setting], budget: int, runs_per_setting: int,
-            halving: int | None) -> int:
+            halving: int | None, first_rung: float | None = None) -> int:
     """About how many training epochs the sweep runs (the progress bar's total)."""
     full = sum(count for s in settings for _, count in s.phases(budget)) * runs_per_setting
     if not halving:
         return full
-    alive, done, total = len(settings) * runs_per_setting, 0.0, 0.0
-    for fraction in rung_fractions(alive, budget, halving):
-        total += alive * (fraction - done) * full / (len(settings) * runs_per_setting)
-        alive, done = math.ceil(alive / halving), fraction
-    return math.ceil(total)
+    return math.ceil(halving_share(len(settings) * runs_per_setting, halving, first_rung) * full)
 
 
 def _autocast(device: torch.device | None, amp: bool) -> Callable[[], Any]:

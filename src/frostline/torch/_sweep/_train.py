@@ -1,8 +1,9 @@
-"""Training one setting at one pair of learning rates, epoch by epoch.
+"""Training one setting at one pair of learning rates, batch by batch.
 
 A :class:`Run` owns its model, optimizer, batch order and random-number state, so runs can be
-advanced in any interleaving (successive halving trains a rung of every setting, then continues
-the better half) and still produce, epoch for epoch, what one uninterrupted run produces.
+advanced in any interleaving, and stopped inside an epoch (successive halving trains a rung of
+every setting, then continues the better half) and still produce, step for step, what one
+uninterrupted run produces.
 
 A run builds its model when it first trains, and a paused run can :meth:`Run.suspend`: its
 weights, buffers and optimizer state go to a temporary file until it trains again, so
@@ -94,7 +95,7 @@ class RunSummary:
 
     setting: Setting
     lr: LearningRates
-    epochs: int
+    epochs: float  # with the share of an epoch stopped inside
     steps: int
     diverged: bool
     memory: float
@@ -116,6 +117,10 @@ class Run:
         self._suspended: Any = None  # the temporary file of a suspended run
         self.schedule = [plan for plan, count in setting.phases(ctx.epochs) for _ in range(count)]
         self.epoch = 0
+        self.position = 0  # batches of the current epoch already trained
+        self.batches = 0  # batches trained in all (steps, and batches of one skipped)
+        self._epoch_sizes: list[int] = []
+        self._epoch_time = 0.0
         self.steps = 0
         self.diverged = False
         self.memory = 0.0
@@ -135,6 +140,22 @@ class Run:
     @property
     def done(self) -> bool:
         return self.diverged or self.epoch >= self.total_epochs
+
+    @property
+    def trained_epochs(self) -> float:
+        """Epochs trained, with the share of a stopped epoch (3.5: halfway through the fourth)."""
+        if self.done or not self.position:
+            return float(self.epoch)
+        size = self.batches_until(self.epoch + 1) - self.batches_until(self.epoch)
+        return self.epoch + round(self.position / size, 3)
+
+    def batches_until(self, epoch: int) -> int:
+        """How many batches a run has trained when it reaches the start of ``epoch``."""
+        while len(self._epoch_sizes) < min(epoch, self.total_epochs):
+            e = len(self._epoch_sizes)
+            self._epoch_sizes.append(len(self.ctx.train.epoch(e, self.ctx.seed,
+                                                              self.ctx.batch_size)))
+        return sum(self._epoch_sizes[:epoch])
 
     def _devices(self) -> list[int]:
         device = self.ctx.device
@@ -202,24 +223,24 @@ class Run:
             self._suspended = file
 
     def advance(self, epochs: int) -> None:
-        """Train up to ``epochs`` more epochs (fewer when the budget ends or the loss diverges)."""
+        """Train up to ``epochs`` more epochs (fewer when the budget ends or the loss diverges);
+        a run stopped inside an epoch first finishes it, which counts as one."""
+        self.advance_to(self.batches_until(self.epoch + epochs))
+
+    def advance_to(self, batches: int) -> None:
+        """Train until ``batches`` batches in all are done (or the budget ends, or the loss
+        diverges); the run may stop inside an epoch and resume there exactly."""
         with self._clock():
             if self.model is None and not self.done:
                 self._build()
         with self._clock(), torch.random.fork_rng(devices=self._devices()):
             self._set_rng_state()
-            for _ in range(epochs):
-                if self.done:
-                    break
+            while not self.done and self.batches < batches:
                 plan = self.schedule[self.epoch]
                 if plan is not self._plan:
                     self._enter(plan)
-                self._train_epoch()
-                self.epoch += 1
-                if self.ctx.progress is not None:
-                    self.ctx.progress(self.setting.label)
+                self._train_batches(batches - self.batches)
             self.rng = self._rng_state()
-
     def _enter(self, plan: Plan) -> None:
         """Start a phase: apply the plan, cut the model at its frozen prefix, new optimizer."""
         ctx = self.ctx
@@ -255,14 +276,20 @@ class Run:
             return self._runner(self.model, index, inputs)
         return call_model(self.model, inputs)
 
-    def _train_epoch(self) -> None:
+    def _train_batches(self, most: int) -> None:
+        """Train at most ``most`` batches of the current epoch, from where it stopped."""
         ctx = self.ctx
         begin = time.perf_counter()
         self.model.train()
         for module in self._prefix:
             module.eval()
         batches = ctx.train.epoch(self.epoch, ctx.seed, ctx.batch_size)
-        for index, (inputs, labels) in zip(batches, ctx.train.load(batches)):
+        start = self.position
+        stop = min(len(batches), start + most)
+        for index, (inputs, labels) in zip(batches[start:stop],
+                                           ctx.train.load_part(batches, start, stop)):
+            self.position += 1
+            self.batches += 1
             if len(index) == 1 and _batchnorm_training(self.model):
                 continue  # BatchNorm cannot normalise one example in training mode
             labels = to_device(labels, ctx.device)
@@ -281,7 +308,14 @@ class Run:
                 self._first_step = False
             self._optimizer.step()
             self.steps += 1
-        self.epoch_times.append(time.perf_counter() - begin)
+        self._epoch_time += time.perf_counter() - begin
+        if self.position >= len(batches) or self.diverged:
+            self.epoch_times.append(self._epoch_time)
+            self._epoch_time = 0.0
+            self.epoch += 1
+            self.position = 0
+            if self.ctx.progress is not None:
+                self.ctx.progress(self.setting.label)
 
     def evaluate(self, screening: bool = False) -> float:
         """The validation metric now (NaN once diverged); ``screening``: on the fixed subset
@@ -312,7 +346,7 @@ class Run:
         return value
 
     def summary(self) -> RunSummary:
-        return RunSummary(self.setting, self.lr, self.epoch, self.steps, self.diverged,
+        return RunSummary(self.setting, self.lr, self.trained_epochs, self.steps, self.diverged,
                           self.memory, self.cached_groups, self.trainable,
                           tuple(self.epoch_times), self.seconds, self.cpu_seconds)
 
