@@ -13,9 +13,9 @@ Run: ``PYTHONPATH=src .venv/bin/python -u benchmarks/halving_curves.py --tasks a
 Replay: ``PYTHONPATH=src .venv/bin/python benchmarks/halving_curves.py --replay [--eta 4]
 [--first-rung 0.0625]`` prints, per task, the setting a schedule keeps (as a
 share of the best finished setting) and its cost against the full uncached sweep of
-``results/<task>.json``; ``--family`` replays eta 2, 3 and 4 from first rungs of 1 to 4
-sixteenths, and picks one leaving each task out in turn (the cheapest schedule, by highest
-cost, that keeps 98% of the best on every other task).
+``results/<task>.json``; ``--family`` replays eta 2, 3 and 4 from first rungs of 1 and 2
+sixteenths, keeping ties within 0, 0.5 and 1 standard errors, and picks one leaving each task
+out in turn (the cheapest schedule on average that keeps 98% of the best on every other task).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import frostline as fl
 from frostline.core.resolve import resolve
 from frostline.demo._run import deterministic
 from frostline.torch._sweep._cache import RECORD, FeatureCache, Layout
-from frostline.torch._sweep._choose import ETA, FIRST_RUNG, candidates
+from frostline.torch._sweep._choose import ETA, FIRST_RUNG, TIES, candidates
 from frostline.torch._sweep._data import (
     batch_size_of,
     epochs_for,
@@ -41,7 +41,7 @@ from frostline.torch._sweep._data import (
     take,
     to_device,
 )
-from frostline.torch._sweep._halving import rung_fractions, survivors
+from frostline.torch._sweep._halving import accuracy_margin, rung_fractions, survivors
 from frostline.torch._sweep._run import _autocast
 from frostline.torch._sweep._settings import LearningRates, Setting
 from frostline.torch._sweep._train import Context, Run, frozen_prefix, resolve_plan
@@ -94,11 +94,13 @@ def curves(make, train, val, settings, *, epochs, min_steps, lr, body_lr, batch_
                               "cached_groups": run.cached_groups}
         print(f"  {setting.label:16} final {final:.3f}  {run.seconds:.1f} s", flush=True)
         run.release()
-    return {"cache_seconds": cache_seconds, "budget_epochs": budget, "candidates": out}
+    return {"cache_seconds": cache_seconds, "budget_epochs": budget,
+            "screening": min(screening, val_src.n), "candidates": out}
 
 
-def replay(record, eta, first_rung):
+def replay(record, eta, first_rung, ties=TIES):
     """``(label, final accuracy, seconds)`` of what successive halving would choose."""
+    margin = accuracy_margin(record["screening"], ties)
     labels = list(record["candidates"])
     curve = [record["candidates"][label] for label in labels]
     fractions = rung_fractions(len(labels), eta, first_rung)
@@ -113,21 +115,26 @@ def replay(record, eta, first_rung):
             seconds += curve[i]["final_eval_seconds"] if last else points[point]["eval_seconds"]
         if last:
             break
-        ranked = sorted(alive, key=lambda i: curve[i]["points"][point]["screen"], reverse=True)
-        alive = sorted(ranked[:survivors(len(alive), eta)])
+        score = {i: curve[i]["points"][point]["screen"] for i in alive}
+        ranked = sorted(alive, key=lambda i: score[i], reverse=True)
+        keep = survivors(len(alive), eta)
+        last = score[ranked[keep - 1]]
+        alive = sorted(i for i in alive if score[i] >= last - margin(last)) if ties else \
+            sorted(ranked[:keep])  # as fl.sweep: ties=0 keeps the count alone
     best = max(alive, key=lambda i: curve[i]["final"])
     return labels[best], curve[best]["final"], seconds
 
 
-def print_replay(folder: Path, eta: int, first_rung: float) -> None:
-    print(f"eta {eta}, first rung {first_rung:g} of the budget")
+def print_replay(folder: Path, eta: int, first_rung: float, ties: float) -> None:
+    print(f"eta {eta}, first rung {first_rung:g} of the budget, ties within {ties:g} standard "
+          "errors kept")
     print("| task | kept | share of best | seconds / full uncached sweep |")
     print("| --- | --- | ---: | ---: |")
     shares, costs = [], []
     for path in sorted((folder / "curves").glob("*.json")):
         record = json.loads(path.read_text())
         full = json.loads((folder / path.name).read_text())
-        label, final, seconds = replay(record, eta, first_rung)
+        label, final, seconds = replay(record, eta, first_rung, ties)
         best = max(c["final"] for c in record["candidates"].values())
         shares.append(final / best)
         costs.append(seconds / full["full_seconds"])
@@ -139,28 +146,33 @@ def print_family(folder: Path) -> None:
     records = {path.stem: (json.loads(path.read_text()),
                            json.loads((folder / path.name).read_text())["full_seconds"])
                for path in sorted((folder / "curves").glob("*.json"))}
-    schedules = [(eta, k / POINTS) for eta in (2, 3, 4) for k in (1, 2, 3, 4)]
+    schedules = [(eta, k / POINTS, ties) for eta in (2, 3, 4) for k in (1, 2)
+                 for ties in (0.0, 0.5, 1.0)]
     measured = {}
     for schedule in schedules:
         for name, (record, full_seconds) in records.items():
             _, final, seconds = replay(record, *schedule)
             best = max(c["final"] for c in record["candidates"].values())
             measured[schedule, name] = (final / best, seconds / full_seconds)
-    print("| eta | first rung | worst share | highest cost | mean cost |")
-    print("| ---: | ---: | ---: | ---: | ---: |")
-    for eta, first in schedules:
-        shares, costs = zip(*(measured[(eta, first), name] for name in records))
-        print(f"| {eta} | {round(first * POINTS)}/{POINTS} | {100 * min(shares):.1f}% | "
-              f"{max(costs):.2f} | {sum(costs) / len(costs):.2f} |")
+    print("| eta | first rung | ties | worst share | mean cost | highest cost |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    for schedule in schedules:
+        shares, costs = zip(*(measured[schedule, name] for name in records))
+        print(f"| {_name(schedule)} | {100 * min(shares):.1f}% | {sum(costs) / len(costs):.2f} "
+              f"| {max(costs):.2f} |")
     print("\n| task left out | schedule chosen on the others | its share | its cost |")
     print("| --- | --- | ---: | ---: |")
     for held in records:
         others = [name for name in records if name != held]
         fit = [s for s in schedules if all(measured[s, name][0] >= 0.98 for name in others)]
-        pick = min(fit, key=lambda s: max(measured[s, name][1] for name in others))
+        pick = min(fit, key=lambda s: sum(measured[s, name][1] for name in others))
         share, cost = measured[pick, held]
-        print(f"| {held} | eta {pick[0]}, {round(pick[1] * POINTS)}/{POINTS} | "
-              f"{100 * share:.1f}% | {cost:.2f} |")
+        print(f"| {held} | {_name(pick)} | {100 * share:.1f}% | {cost:.2f} |")
+
+
+def _name(schedule: tuple[int, float, float]) -> str:
+    eta, first, ties = schedule
+    return f"{eta} | {round(first * POINTS)}/{POINTS} | {ties:g}"
 
 
 def main() -> None:
@@ -170,6 +182,7 @@ def main() -> None:
     parser.add_argument("--family", action="store_true")
     parser.add_argument("--eta", type=int, default=ETA)
     parser.add_argument("--first-rung", type=float, default=FIRST_RUNG)
+    parser.add_argument("--ties", type=float, default=TIES)
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--min-steps", type=int, default=100)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "curves")
@@ -178,7 +191,7 @@ def main() -> None:
         print_family(args.out.parent)
         return
     if args.replay:
-        print_replay(args.out.parent, args.eta, args.first_rung)
+        print_replay(args.out.parent, args.eta, args.first_rung, args.ties)
         return
     import eval_choose
 

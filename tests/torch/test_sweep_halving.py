@@ -106,6 +106,28 @@ def test_rungs_inside_an_epoch_of_a_loader_resume_exactly(kind):
     assert survivor.steps == full.row(survivor.setting).steps == 16
 
 
+def test_ties_keep_what_the_screening_subset_cannot_tell_apart():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 4, generator=g)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
+    settings = [Setting.lock(k) for k in (1, 2, 3, 4)] + [Setting.surgical(1)]
+    common = dict(epochs=4, batch_size=16, lr=3e-2, halving=2, first_rung=1 / 8)
+    with deterministic():
+        strict = fl.sweep(_dropout_net, (x, y), (x[:12], y[:12]), settings, **common)
+        # On 12 validation examples one standard error is about 0.14 at 50%: with ties of 10,
+        # every setting is within reach of the last one kept, and none is pruned.
+        tied = fl.sweep(_dropout_net, (x, y), (x[:12], y[:12]), settings, ties=10, **common)
+        # A metric of one's own has no standard error: ties do nothing there.
+        other = fl.sweep(_dropout_net, (x, y), (x[:12], y[:12]), settings, ties=10,
+                         metric=lambda logits, labels: float(
+                             (logits.argmax(-1) == labels).float().mean()), **common)
+    assert strict.pruned and not tied.pruned
+    assert all(r.finished for r in tied.rows)
+    assert [p.label for p in other.pruned] == [p.label for p in strict.pruned]
+    with pytest.raises(PlanError, match="ties"):
+        fl.sweep(_dropout_net, (x, y), (x, y), settings, ties=-1, **common)
+
+
 def test_first_rung_is_a_share_of_the_budget():
     x, y = torch.randn(8, 4), torch.randint(0, 2, (8,))
     for bad in (0, 1.5, -0.1):

@@ -5,9 +5,10 @@ shift. ``choose`` then measures: every frost line (the last k groups, for every 
 surgical fine-tuning of the first groups, and the prior, on the user's data. It screens them
 cheaply (the frozen prefix's features are cached; successive halving trains every setting a
 sixteenth of its budget, keeps the best quarter, trains those to a quarter of it and keeps the
-best of them, ranking on a fixed subset of the validation set) and trains the finalist to the
-end; the prior competes like any other setting. The recommendation is the best
-finalist, with reasons that cite what was measured (where the prior stood included).
+best of them, ranking on a fixed subset of the validation set and keeping too what that subset
+cannot tell apart from the last one kept) and trains the finalists to the end; the prior
+competes like any other setting. The recommendation is the best finalist, with reasons that
+cite what was measured (where the prior stood included).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from ._train import resolve_plan
 
 ETA = 4  # successive halving keeps the best quarter of the settings at every rung
 FIRST_RUNG = 1 / 16  # ... the first after a sixteenth of their budget
+TIES = 0.5  # ... and those within half a standard error of the last one kept
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,7 @@ def choose(make_model: Callable[[], nn.Module], train: Any, val: Any, *, shift: 
            lr: float = 3e-3, body_lr: float | None = None,
            lr_grid: list[tuple[float, float]] | None = None, min_steps: int = 100,
            halving: int | None = ETA, first_rung: float | None = FIRST_RUNG,
-           screening: int = 512, cache: bool = True,
+           ties: float = TIES, screening: int = 512, cache: bool = True,
            device: str | torch.device | None = None,
            amp: bool = False, loss: Callable | None = None, metric: Callable | None = None,
            deterministic: bool | None = None, progress: bool | Callable[[str], None] = False,
@@ -112,6 +114,9 @@ def choose(make_model: Callable[[], nn.Module], train: Any, val: Any, *, shift: 
         first_rung: the share of its budget every setting trains before the first pruning
             (rungs then grow by ``eta``; see ``fl.sweep``). With ``min_steps`` at 100 that is
             at least 7 optimizer steps.
+        ties: settings whose screening accuracy is within this many standard errors of the
+            last one kept are kept too (see ``fl.sweep``): on a small validation set, halving
+            prunes less rather than guess.
         screening: between rungs, settings are ranked on a fixed subset of this many
             validation examples (the finalists are measured on all of them).
         grouping: how to build the groups (:class:`~frostline.Grouping`); the recommended
@@ -144,7 +149,7 @@ def choose(make_model: Callable[[], nn.Module], train: Any, val: Any, *, shift: 
     result = sweep(make_model, train_src, val_src, settings, epochs=epochs,
                    batch_size=batch_size, lr=lr, body_lr=body_lr, lr_grid=lr_grid,
                    min_steps=min_steps, halving=halving if len(settings) > 1 else None,
-                   first_rung=first_rung, screening=screening,
+                   first_rung=first_rung, ties=ties, screening=screening,
                    seed=seed, cache=cache, device=device, amp=amp, loss=loss, metric=metric,
                    deterministic=deterministic, progress=progress, grouping=grouping)
     best = result.best
@@ -155,7 +160,7 @@ def choose(make_model: Callable[[], nn.Module], train: Any, val: Any, *, shift: 
         plan=plan, unlocked_groups=len(trainable), trainable_groups=trainable,
         n_groups=n, strategy=_strategy(best.setting, trainable, n),
         reasons=tuple(_reasons(result, best, prior, prior_setting, train_src.n, val_src.n,
-                               min(screening, val_src.n))
+                               min(screening, val_src.n), ties if metric is None else 0.0)
                       + _few_steps(result, train_src, epochs, min_steps, seed, batch_size,
                                    first_rung)),
         schedule=_schedule(best),
@@ -201,7 +206,7 @@ def _fine_tune_epochs(best: SweepRow) -> int:
 
 
 def _reasons(result: SweepResult, best: SweepRow, prior: Recommendation, prior_setting: Setting,
-             n_train: int, n_val: int, screened: int) -> list[str]:
+             n_train: int, n_val: int, screened: int, ties: float = 0.0) -> list[str]:
     finished = sorted((r for r in result.rows if r.finished), key=lambda r: -r.val_accuracy)
     reasons = [f"measured on {n_train:,} training and {n_val:,} validation examples: "
                f"{len(result.rows)} settings, the finalists trained {_fine_tune_epochs(best)} "
@@ -229,8 +234,10 @@ def _reasons(result: SweepResult, best: SweepRow, prior: Recommendation, prior_s
         rungs = sorted({p.after_epochs for p in result.pruned})
         reasons.append(f"successive halving stopped {len(result.pruned)} of {len(result.rows)} "
                        f"settings early (after {', '.join(f'{r:g}' for r in rungs)} epochs"
-                       + (f", ranked on {screened:,} of the {n_val:,} validation examples)"
-                          if screened < n_val else ")"))
+                       + (f", ranked on {screened:,} of the {n_val:,} validation examples"
+                          if screened < n_val else "")
+                       + (f"; settings within {ties:g} standard errors of the last one kept "
+                          "went on" if ties else "") + ")")
     diverged = [r.label for r in result.rows if r.diverged]
     if diverged:
         reasons.append(f"diverged (never chosen): {', '.join(diverged)}")

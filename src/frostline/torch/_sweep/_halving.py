@@ -92,10 +92,14 @@ def run_all(runs: Sequence[Run]) -> list[tuple[RunSummary, Outcome]]:
 
 
 def halve(make_run: Callable[[int], Run], n: int, eta: int, labels: Sequence[str],
-          protected: frozenset[int] = frozenset(), first: float | None = None
+          protected: frozenset[int] = frozenset(), first: float | None = None,
+          margin: Callable[[float], float] | None = None
           ) -> tuple[dict[int, tuple[RunSummary, Outcome]], list[Pruned]]:
     """Successive halving over runs ``0..n-1`` (``make_run(i)`` builds run ``i``); the rungs
     are :func:`rung_fractions` ``(n, eta, first)``.
+
+    ``margin(score)``: how far below the last run kept a run's score may be and still go on
+    (runs the screening cannot tell apart are not pruned); None: none.
 
     Runs whose index is in ``protected`` are never pruned (they go on beside the better share).
     Under ``torch.distributed`` each process trains its share of the runs and all agree on what
@@ -138,6 +142,10 @@ def halve(make_run: Callable[[int], Run], n: int, eta: int, labels: Sequence[str
         ranked = sorted(alive, key=lambda i: _rank(outcomes[i].score), reverse=True)
         keep = survivors(len(alive), eta)
         kept = set(ranked[:keep]) | (protected & set(alive))
+        if margin is not None:
+            last = _rank(outcomes[ranked[keep - 1]].score)
+            floor = last - margin(last) if math.isfinite(last) else math.inf
+            kept |= {i for i in alive if _rank(outcomes[i].score) >= floor}
         for i in [i for i in ranked if i not in kept]:
             outcomes[i] = Outcome(outcomes[i].score, scores[i][1], rung)
             stopped[i] = scores[i][1]
@@ -149,6 +157,21 @@ def halve(make_run: Callable[[int], Run], n: int, eta: int, labels: Sequence[str
     for run in runs.values():
         run.release()
     return {i: (summaries[i], outcomes[i]) for i in range(n)}, pruned
+
+
+def accuracy_margin(examples: int, errors: float) -> Callable[[float], float]:
+    """``errors`` standard errors of an accuracy measured on ``examples`` examples (binomial:
+    ``sqrt(p (1 - p) / examples)``), as a :func:`halve` margin.
+
+    Example:
+        >>> round(accuracy_margin(100, 1.0)(0.9), 3)
+        0.03
+    """
+    def margin(score: float) -> float:
+        p = min(max(score, 0.0), 1.0)
+        return errors * math.sqrt(p * (1 - p) / examples)
+
+    return margin
 
 
 def _rank(score: float) -> float:

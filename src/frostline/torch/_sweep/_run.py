@@ -16,7 +16,7 @@ from ...core.groups import Grouping
 from ...core.resolve import resolve
 from ._cache import RECORD, FeatureCache, Layout
 from ._data import batch_size_of, epochs_for, objective, source, take, to_device
-from ._halving import Outcome, halve, halving_share, run_all
+from ._halving import Outcome, accuracy_margin, halve, halving_share, run_all
 from ._progress import progress_bar
 from ._result import SweepResult, SweepRow
 from ._scale import gather, mine
@@ -29,7 +29,7 @@ def sweep(make_model: Callable[[], nn.Module], train: Any, val: Any,
           lr: float = 3e-3, body_lr: float | None = None,
           lr_grid: Sequence[tuple[float, float]] | None = None, min_steps: int = 0,
           halving: int | None = None, first_rung: float | None = None,
-          keep: Sequence[Setting] = (), screening: int = 512,
+          ties: float = 0.0, keep: Sequence[Setting] = (), screening: int = 512,
           seed: int = 0, cache: bool = True,
           compare_uncached: bool = False, deterministic: bool | None = None,
           device: str | torch.device | None = None, amp: bool = False,
@@ -65,6 +65,10 @@ def sweep(make_model: Callable[[], nn.Module], train: Any, val: Any,
         first_rung: the share of its budget every setting trains before the first pruning
             (it may end inside an epoch); None: as many rungs as the settings allow, from
             ``eta ** -s`` with ``eta ** s`` at most the number of settings.
+        ties: successive halving also keeps the settings whose screening accuracy is within
+            this many standard errors (binomial, on the screening subset) of the last one it
+            keeps: what the subset cannot tell apart goes on. Only with the default metric
+            (accuracy); 0: none.
         keep: settings successive halving never prunes.
         screening: between the rungs of successive halving, settings are ranked on a fixed
             subset of this many validation examples (the last rung measures on all of them).
@@ -106,6 +110,8 @@ def sweep(make_model: Callable[[], nn.Module], train: Any, val: Any,
                         f"batch_size={batch_size}, min_steps={min_steps}.")
     if screening < 1:
         raise PlanError(f"screening takes a number of validation examples, got {screening!r}.")
+    if ties < 0:
+        raise PlanError(f"ties is a number of standard errors, 0 or more; got {ties!r}.")
     if first_rung is not None and not 0 < first_rung <= 1:
         raise PlanError(f"first_rung is a share of the budget in (0, 1], got {first_rung!r}.")
     if halving is not None and (halving < 2 or compare_uncached):
@@ -157,7 +163,9 @@ def sweep(make_model: Callable[[], nn.Module], train: Any, val: Any,
             measured, pruned = halve(lambda i: Run(contexts[cache], *pairs[i]), len(pairs),
                                      halving, [s.label for s, _ in pairs],
                                      frozenset(i for i, (s, _) in enumerate(pairs)
-                                               if s in keep), first_rung)
+                                               if s in keep), first_rung,
+                                     accuracy_margin(min(screening, val_src.n), ties)
+                                     if ties and metric is None else None)
             rows[cache] = [_row(s, [measured[i] for i in range(len(pairs)) if pairs[i][0] == s])
                            for s in settings]
         else:
