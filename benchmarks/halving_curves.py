@@ -167,7 +167,9 @@ def print_family(folder: Path) -> None:
         fit = [s for s in schedules if all(measured[s, name][0] >= 0.98 for name in others)]
         pick = min(fit, key=lambda s: sum(measured[s, name][1] for name in others))
         share, cost = measured[pick, held]
-        print(f"| {held} | {_name(pick)} | {100 * share:.1f}% | {cost:.2f} |")
+        eta, first, ties = pick
+        print(f"| {held} | eta {eta}, first rung {round(first * POINTS)}/{POINTS}, ties {ties:g} "
+              f"| {100 * share:.1f}% | {cost:.2f} |")
 
 
 def _name(schedule: tuple[int, float, float]) -> str:

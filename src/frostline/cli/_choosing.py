@@ -23,7 +23,8 @@ def add_choose(commands: Any) -> None:
         "every frost line, LP-FT and surgical fine-tuning of the first groups on your data: the "
         "frozen groups' features are cached and successive halving keeps the best quarter of "
         "the settings after a sixteenth of their budget, then the best of those after a "
-        "quarter of it; the finalist trains the whole budget. Prints the measured recommendation, its "
+        "quarter of it (and what the validation subset cannot tell apart from the last one "
+        "kept); the finalists train the whole budget. Prints the measured recommendation, its "
         "reasons and every setting's numbers.")
     parser.add_argument("model", metavar="MODEL", help=f"the model: {SPEC_HELP}")
     add_model_arg_option(parser)
