@@ -31,20 +31,13 @@ import torch
 import frostline as fl
 from frostline.core.resolve import resolve
 from frostline.demo._run import deterministic
-from frostline.torch._sweep._cache import RECORD, FeatureCache, Layout
+from frostline.torch._sweep._cache import FeatureCache
 from frostline.torch._sweep._choose import ETA, FIRST_RUNG, TIES, candidates
-from frostline.torch._sweep._data import (
-    batch_size_of,
-    epochs_for,
-    objective,
-    source,
-    take,
-    to_device,
-)
+from frostline.torch._sweep._data import epochs_for, objective, source
 from frostline.torch._sweep._halving import accuracy_margin, rung_fractions, survivors
-from frostline.torch._sweep._run import _autocast
+from frostline.torch._sweep._run import _autocast, frozen_prefixes, recorded_layout
 from frostline.torch._sweep._settings import LearningRates, Setting
-from frostline.torch._sweep._train import Context, Run, frozen_prefix, resolve_plan
+from frostline.torch._sweep._train import Context, Run
 
 POINTS = 16
 
@@ -58,12 +51,8 @@ def curves(make, train, val, settings, *, epochs, min_steps, lr, body_lr, batch_
     resolved = resolve(reference)
     reference, view, groups = resolved.model, resolved.view, resolved.groups
     budget = epochs_for(train_src, epochs, min_steps, seed, batch_size)
-    first = train_src.sample(RECORD)[1]
-    sample = take(first, torch.arange(min(RECORD, batch_size_of(first))))
-    with torch.random.fork_rng(devices=[]):
-        layout = Layout(reference, groups, view, to_device(sample, None))
-    wanted = {frozen_prefix(groups, resolve_plan(reference, plan, None).mask, view)
-              for s in settings for plan, _ in s.phases(1)}
+    layout = recorded_layout(reference, groups, view, train_src, None)
+    wanted = frozen_prefixes(reference, groups, view, settings, None)
     start = time.perf_counter()
     features = FeatureCache(layout, reference, {"train": train_src, "val": val_src}, None,
                             2048.0, _autocast(None, False))

@@ -12,10 +12,11 @@ import torch
 from torch import nn
 
 from ..._errors import PlanError
-from ...core.groups import Grouping
+from ...core.groups import Grouping, Groups
+from ...core.leaves import TreeView
 from ...core.resolve import resolve
 from ._cache import RECORD, FeatureCache, Layout
-from ._data import batch_size_of, epochs_for, objective, source, take, to_device
+from ._data import Source, batch_size_of, epochs_for, objective, source, take, to_device
 from ._halving import Outcome, accuracy_margin, halve, halving_share, run_all
 from ._progress import progress_bar
 from ._result import SweepResult, SweepRow
@@ -132,12 +133,8 @@ def sweep(make_model: Callable[[], nn.Module], train: Any, val: Any,
         reference.to(device)
     settings = list(settings) if settings is not None else default_settings(len(groups))
     budget = epochs_for(train_src, epochs, min_steps, seed, batch_size)
-    first = train_src.sample(RECORD)[1]
-    sample = take(first, torch.arange(min(RECORD, batch_size_of(first))))
-    with torch.random.fork_rng(devices=[]):
-        layout = Layout(reference, groups, view, to_device(sample, device))
-    wanted = {frozen_prefix(groups, resolve_plan(reference, plan, grouping).mask, view)
-              for s in settings for plan, _ in s.phases(1)}
+    layout = recorded_layout(reference, groups, view, train_src, device)
+    wanted = frozen_prefixes(reference, groups, view, settings, grouping)
     features = None
     if cache:
         features = FeatureCache(layout, reference, {"train": train_src, "val": val_src},
@@ -196,6 +193,23 @@ def sweep(make_model: Callable[[], nn.Module], train: Any, val: Any,
     if len(modes) == 2:
         return replace(results[True], baseline=results[False])
     return results[modes[0]]
+
+
+def recorded_layout(reference: nn.Module, groups: Groups, view: TreeView, train: Source,
+                    device: torch.device | None) -> Layout:
+    """The order in which ``reference`` calls its modules, recorded on a few training examples
+    (where the feature cache can cut the model)."""
+    first = train.sample(RECORD)[1]
+    sample = take(first, torch.arange(min(RECORD, batch_size_of(first))))
+    with torch.random.fork_rng(devices=[]):
+        return Layout(reference, groups, view, to_device(sample, device))
+
+
+def frozen_prefixes(reference: nn.Module, groups: Groups, view: TreeView,
+                    settings: Sequence[Setting], grouping: Grouping | None) -> set[int]:
+    """How many leading groups each phase of ``settings`` freezes entirely."""
+    return {frozen_prefix(groups, resolve_plan(reference, plan, grouping).mask, view)
+            for s in settings for plan, _ in s.phases(1)}
 
 
 def _epochs(settings: Sequence[Setting], budget: int, runs_per_setting: int,
