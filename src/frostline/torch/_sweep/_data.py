@@ -268,16 +268,12 @@ class IterableSource(Source):
         return self._positions
 
     def load(self, batches: Sequence[torch.Tensor]) -> Iterator[Batch]:
-        if [len(b) for b in batches] != self.sizes:
-            raise SweepDataError(f"the {self.where} batches of an iterable are read in its own "
-                                 "order and sizes only.")
+        self._check_whole(batches)
         return self._read(iter(self.batches), batches)
 
     def load_part(self, batches: Sequence[torch.Tensor], start: int,
                   stop: int) -> Iterator[Batch]:
-        if [len(b) for b in batches] != self.sizes:
-            raise SweepDataError(f"the {self.where} batches of an iterable are read in its own "
-                                 "order and sizes only.")
+        self._check_whole(batches)
         if not start:
             return itertools.islice(self.load(batches), stop)
         with torch.random.fork_rng(devices=[]):
@@ -286,6 +282,11 @@ class IterableSource(Source):
             for _ in range(start):
                 next(started, None)
         return self._read(started, batches[start:stop])
+
+    def _check_whole(self, batches: Sequence[torch.Tensor]) -> None:
+        if [len(b) for b in batches] != self.sizes:
+            raise SweepDataError(f"the {self.where} batches of an iterable are read in its own "
+                                 "order and sizes only.")
 
     def _read(self, started: Iterator[Any], batches: Sequence[torch.Tensor]) -> Iterator[Batch]:
         for batch, index in zip(started, batches):

@@ -241,6 +241,7 @@ class Run:
                     self._enter(plan)
                 self._train_batches(batches - self.batches)
             self.rng = self._rng_state()
+
     def _enter(self, plan: Plan) -> None:
         """Start a phase: apply the plan, cut the model at its frozen prefix, new optimizer."""
         ctx = self.ctx
